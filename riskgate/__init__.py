@@ -1,0 +1,51 @@
+"""riskgate: a pre-fine-tuning safety gate for aligned language models.
+
+`riskgate.check(...)` runs one gate and returns a `CheckResult`; it is imported on first use
+so that `import riskgate` (and the CLI's --help) does not load torch.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AnalysisError,
+    CheckpointError,
+    DatasetError,
+    EnvironmentFailure,
+    ExitCode,
+    InvalidInputError,
+    PlanError,
+    PolicyError,
+    RiskgateError,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnalysisError",
+    "Budget",
+    "CheckResult",
+    "CheckpointError",
+    "DatasetError",
+    "EnvironmentFailure",
+    "ExitCode",
+    "InvalidInputError",
+    "PlanError",
+    "PolicyError",
+    "RiskgateError",
+    "UsageError",
+    "__version__",
+    "check",
+]
+
+
+def __getattr__(name: str):
+    if name in ("check", "CheckResult"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "Budget":
+        from .budget import Budget
+
+        return Budget
+    raise AttributeError(f"module 'riskgate' has no attribute {name!r}")

@@ -1,0 +1,305 @@
+"""The public Python API: `check()` runs one gate end to end and returns its report.
+
+Flow: policy -> datasets -> training plan -> model and scope -> sampling and tokenisation ->
+diagnostics -> policy evaluation -> canonical report. Invalid input raises an
+`InvalidInputError` before any heavy work where possible; once the model is loaded, failures of
+the analysis become a report with verdict `error` instead of an exception, so a CI job still
+gets its reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .assemble import DataSummary, build_report, data_section
+from .budget import Budget, Deadline
+from .diagnostics.settings import DiagnosticSettings, Optimizer
+from .errors import AnalysisError, EnvironmentFailure, UsageError
+from .plan import resolve_plan
+from .progress import NullProgress, Progress
+
+logger = logging.getLogger(__name__)
+
+# Bytes per stored gradient entry times rows kept at once, plus room for the model.
+_MEMORY_HEADROOM = 1.5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of `check()`: the canonical report and the verdict it carries."""
+
+    report: dict
+    """The canonical report (schema version 1), JSON-able."""
+    verdict: str = field(init=False)
+    exit_code: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", self.report["verdict"])
+        object.__setattr__(self, "exit_code", self.report["exit_code"])
+
+    def write(self, output_dir: str | Path, formats: Sequence[str] = ("json", "markdown", "html")) -> dict[str, Path]:
+        """Write the report files atomically into `output_dir`; return their paths by format."""
+        from .report.writer import write_reports
+
+        return write_reports(self.report, Path(output_dir), formats)
+
+
+def _load_data(path, fmt, columns, *, max_examples, seed, builtin=False):
+    from .loading.data import load_dataset_file, sample_records
+
+    loaded = load_dataset_file(path, fmt=fmt, columns=dict(columns) if columns else None)
+    chosen, sampled_out = sample_records(loaded.records, max_examples, seed)
+    return loaded, chosen, sampled_out
+
+
+def _estimate_gradient_bytes(rows: int, numel: int, dtype) -> int:
+    import torch
+
+    itemsize = 8 if dtype == torch.float64 else 4
+    return int(rows * numel * itemsize * _MEMORY_HEADROOM)
+
+
+def _available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check(
+    model: str,
+    dataset: str | Path,
+    policy: str | Path = "default",
+    *,
+    safety_data: str | Path | None = None,
+    dataset_format: str | None = None,
+    dataset_columns: Mapping[str, str] | None = None,
+    safety_format: str | None = None,
+    safety_columns: Mapping[str, str] | None = None,
+    params: Sequence[str] | None = None,
+    learning_rate: float | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    optimizer: str | Optimizer | None = None,
+    train_config: str | Path | None = None,
+    budget: Budget | None = None,
+    seed: int = 0,
+    dtype: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    fail_on_warn: bool = False,
+    progress: Progress | None = None,
+) -> CheckResult:
+    """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
+
+    `policy` is a preset name (default, strict, permissive) or a YAML file. The training plan
+    comes from `train_config` or from learning_rate/max_steps/batch_size/optimizer, with
+    documented defaults for what is unset. Raises `InvalidInputError` subclasses for bad
+    input; returns a report with verdict `error` when the analysis cannot finish.
+    """
+    from .loading.formats import DatasetFormat
+    from .policy import evaluate, exit_code_for, load_policy
+    from .policy.model import Metrics
+    from .safety_sets import default_safety_set_path
+
+    budget = budget or Budget()
+    progress = progress or NullProgress()
+    deadline = Deadline(budget.time_budget_s)
+    _validate_budget(budget)
+
+    # Inputs that fail fast: policy, datasets, plan.
+    progress.start("loading inputs")
+    resolved_policy = load_policy(policy)
+    fine_fmt = DatasetFormat(dataset_format) if dataset_format else None
+    safety_fmt = DatasetFormat(safety_format) if safety_format else None
+    fine_loaded, fine_records, fine_sampled_out = _load_data(
+        dataset, fine_fmt, dataset_columns, max_examples=budget.max_finetune_examples, seed=seed
+    )
+    builtin_safety = safety_data is None
+    safety_path = default_safety_set_path() if builtin_safety else safety_data
+    safety_loaded, safety_records, safety_sampled_out = _load_data(
+        safety_path, safety_fmt, safety_columns, max_examples=budget.max_safety_examples, seed=seed
+    )
+    plan = resolve_plan(
+        train_config=train_config,
+        learning_rate=learning_rate,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        num_records=len(fine_loaded.records),
+    )
+    progress.finish("loading inputs")
+
+    # The model, its scope, and tokenisation.
+    from .loading.encode import encode_records
+    from .loading.model import load_model, model_summary
+    from .loading.scope import enable_grad_for_scope, select_scope
+
+    progress.start("loading model")
+    loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    scope = select_scope(loaded_model.model, params)
+    scoped_params = enable_grad_for_scope(loaded_model.model, scope)
+    fine_encoded = encode_records(fine_records, loaded_model.tokenizer, max_seq_len=budget.max_seq_len)
+    safety_encoded = encode_records(safety_records, loaded_model.tokenizer, max_seq_len=budget.max_seq_len)
+    progress.finish("loading model")
+
+    needed = _estimate_gradient_bytes(
+        len(safety_encoded.sequences) + len(fine_encoded.sequences), scope.numel, scoped_params[0].dtype
+    )
+    available = _available_memory_bytes()
+    if available is not None and needed > available:
+        raise EnvironmentFailure(
+            f"scope of {scope.numel:,} parameters needs about {needed / 2**30:.1f} GiB for gradients, "
+            f"{available / 2**30:.1f} GiB available; narrow --params or lower --max-safety-examples/--max-finetune-examples"
+        )
+
+    settings = DiagnosticSettings(
+        rho=resolved_policy.rho,
+        k_max=resolved_policy.k_max,
+        orthogonality_level=resolved_policy.orthogonality_level,
+        tau=resolved_policy.tau,
+        learning_rate=plan.learning_rate,
+        batch_size=plan.batch_size,
+        planned_steps=plan.max_steps,
+        optimizer=plan.optimizer,
+        adam_epsilon=plan.adam_epsilon,
+    )
+    pad_token_id = _pad_token_id(loaded_model.tokenizer)
+    diagnostics, errors = _run(loaded_model.model, scoped_params, scope.names, safety_encoded, fine_encoded,
+                               settings, pad_token_id, deadline, progress)
+
+    # Policy evaluation and the report.
+    progress.start("report")
+    forecast = diagnostics.forecast if diagnostics else None
+    complete = diagnostics is not None and diagnostics.complete and not errors
+    incomplete_reason = errors[0] if errors else (diagnostics.incomplete_reason if diagnostics else None)
+    metrics = Metrics(
+        overlap_ratio=diagnostics.overlap.overlap_ratio if diagnostics and diagnostics.overlap else None,
+        gamma_hat=diagnostics.curvature.gamma_hat if diagnostics and diagnostics.curvature else None,
+        delta_u_at_planned_steps=forecast.at_planned_steps.delta_u if forecast else None,
+        collapse_step=forecast.collapse_step if forecast else None,
+        collapse_search_limit=forecast.search_limit_step if forecast else None,
+        planned_steps=plan.max_steps,
+        safety_examples=len(safety_encoded.sequences),
+        finetune_examples=len(fine_encoded.sequences),
+        linear_dominates=forecast.linear_dominates if forecast else False,
+        complete=complete,
+        incomplete_reason=incomplete_reason,
+    )
+    evaluation = evaluate(resolved_policy, metrics)
+    exit_code = int(exit_code_for(evaluation.verdict, fail_on_warn))
+
+    summary = model_summary(loaded_model)
+    summary.update(
+        parameters_analysed=scope.numel,
+        scope_patterns=list(scope.patterns),
+        scope_tensors=list(scope.names),
+        scope_default=scope.default_used,
+    )
+    fine_summary = DataSummary(
+        path=str(dataset), sha256=fine_loaded.sha256, format=fine_loaded.format.value,
+        records_total=fine_loaded.num_rows, records_sampled_out=fine_sampled_out,
+        skipped=tuple(fine_loaded.skipped) + tuple(fine_encoded.skipped),
+        duplicates=fine_loaded.num_duplicates, encoded=fine_encoded,
+    )
+    safety_summary = DataSummary(
+        path="builtin:default" if builtin_safety else str(safety_data), sha256=safety_loaded.sha256,
+        format=safety_loaded.format.value, records_total=safety_loaded.num_rows,
+        records_sampled_out=safety_sampled_out,
+        skipped=tuple(safety_loaded.skipped) + tuple(safety_encoded.skipped),
+        duplicates=safety_loaded.num_duplicates, encoded=safety_encoded, builtin=builtin_safety,
+    )
+    report = build_report(
+        verdict=evaluation.verdict.value,
+        exit_code=exit_code,
+        reason=evaluation.reason,
+        errors=errors + ([diagnostics.incomplete_reason] if diagnostics and diagnostics.incomplete_reason else []),
+        model=summary,
+        dataset=data_section(fine_summary, diagnostics.finetune.mean_loss if diagnostics else None,
+                             len(fine_encoded.sequences)),
+        safety_data=data_section(safety_summary, diagnostics.safety.mean_loss if diagnostics else None,
+                                 len(safety_encoded.sequences)),
+        policy={
+            "name": resolved_policy.name,
+            "source": resolved_policy.source,
+            "sha256": resolved_policy.sha256,
+            "extends_chain": list(resolved_policy.extends_chain),
+            "resolved": resolved_policy.to_dict(),
+        },
+        plan=plan,
+        budget=budget,
+        budget_used={
+            "safety_examples": len(safety_encoded.sequences),
+            "finetune_examples": len(fine_encoded.sequences),
+            "safety_tokens": safety_encoded.num_tokens,
+            "finetune_tokens": fine_encoded.num_tokens,
+            "safety_examples_sampled_out": safety_sampled_out,
+            "finetune_examples_sampled_out": fine_sampled_out,
+            "sequences_truncated": safety_encoded.num_truncated + fine_encoded.num_truncated,
+            "elapsed_s": round(deadline.elapsed_s, 3),
+        },
+        seed=seed,
+        diagnostics=diagnostics,
+        findings=[finding.to_dict() for finding in evaluation.findings],
+    )
+    progress.finish("report")
+    return CheckResult(report)
+
+
+def _validate_budget(budget: Budget) -> None:
+    for name, value in (
+        ("--max-safety-examples", budget.max_safety_examples),
+        ("--max-finetune-examples", budget.max_finetune_examples),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{name}: must be at least 1, got {value}")
+    if budget.max_seq_len < 2:
+        raise UsageError(f"--max-seq-len: must be at least 2 tokens, got {budget.max_seq_len}")
+    if budget.time_budget_s is not None and budget.time_budget_s <= 0:
+        raise UsageError(f"--time-budget: must be a positive number of seconds, got {budget.time_budget_s}")
+
+
+def _pad_token_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _run(model, params, names, safety, finetune, settings, pad_token_id, deadline, progress):
+    """Run the diagnostics; an AnalysisError becomes an error message instead of an exception."""
+    from .diagnostics.engine import run_diagnostics
+
+    if not safety.sequences or not finetune.sequences:
+        which = "safety" if not safety.sequences else "fine-tune"
+        return None, [f"no {which} sequences left to analyse after loading and tokenisation"]
+
+    current = {"stage": None}
+
+    def on_progress(stage, done, total):
+        if current["stage"] is not stage:
+            if current["stage"] is not None:
+                progress.finish(current["stage"].value)
+            current["stage"] = stage
+            progress.start(stage.value, total)
+        progress.update(done, total)
+
+    try:
+        result = run_diagnostics(
+            model, params, names, safety.sequences, finetune.sequences, settings,
+            pad_token_id=pad_token_id, deadline=deadline, progress=on_progress,
+        )
+    except AnalysisError as exc:
+        logger.error("diagnostics failed: %s", exc)
+        return None, [str(exc)]
+    finally:
+        if current["stage"] is not None:
+            progress.finish(current["stage"].value)
+    return result, []

@@ -1,0 +1,230 @@
+"""The `riskgate` command line: a thin shell over `riskgate.api.check`.
+
+Only this module maps errors and verdicts to exit codes and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ExitCode, RiskgateError
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  pass (warnings included, unless --fail-on-warn)
+  1  policy failure (or a warning with --fail-on-warn)
+  2  invalid input or usage: model, dataset, policy, plan or flags
+  3  runtime error or incomplete analysis (verdict `error`)
+"""
+
+DATASET_FORMATS = ["messages", "sharegpt", "alpaca", "prompt_completion", "text"]
+
+
+def _parse_columns(values: tuple[str, ...], flag: str) -> dict[str, str] | None:
+    if not values:
+        return None
+    mapping: dict[str, str] = {}
+    for value in values:
+        key, sep, column = value.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise click.BadParameter(f"{value!r}: expected FIELD=COLUMN, for example output=response", param_hint=flag)
+        mapping[key.strip()] = column.strip()
+    return mapping
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="riskgate")
+def main() -> None:
+    """riskgate: forecast how much a fine-tune erodes an aligned model's safety, as a CI gate."""
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.option("--model", "model", required=True, metavar="MODEL",
+              help="Local model folder (config.json + safetensors), a hub id already in the local "
+                   "Hugging Face cache, or a .gguf file. Nothing is ever downloaded.")
+@click.option("--dataset", "dataset", required=True, type=click.Path(path_type=Path), metavar="DATA",
+              help="Proposed fine-tune data: JSONL, JSON, CSV, Parquet or a `datasets` folder.")
+@click.option("--policy", default="default", show_default=True, metavar="POLICY",
+              help="Policy YAML file, or a preset name: default, strict, permissive.")
+@click.option("--safety-data", type=click.Path(path_type=Path), metavar="DATA",
+              help="Harmful requests with refusals; replaces the built-in safety set.")
+@click.option("--dataset-format", type=click.Choice(DATASET_FORMATS),
+              help="Format of --dataset; detected from the records when omitted.")
+@click.option("--columns", "dataset_columns", multiple=True, metavar="FIELD=COLUMN",
+              help="Map a format field to a column of --dataset, e.g. output=response. Repeatable.")
+@click.option("--safety-format", type=click.Choice(DATASET_FORMATS), help="Format of --safety-data.")
+@click.option("--safety-columns", multiple=True, metavar="FIELD=COLUMN",
+              help="Map a format field to a column of --safety-data, e.g. completion=Safe_Response. Repeatable.")
+@click.option("--params", "params", multiple=True, metavar="PATTERN",
+              help="Glob (or `re:` regex) over parameter names to analyse. Repeatable. "
+                   "Default: the 2-D weights of the last two transformer blocks.")
+@click.option("--learning-rate", type=float, help="Planned peak learning rate. Default 5e-5.")
+@click.option("--max-steps", type=int, help="Planned optimizer steps. Default: 3 epochs.")
+@click.option("--batch-size", type=int, help="Planned sequences per optimizer step. Default 8.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), help="Planned optimizer. Default adamw.")
+@click.option("--train-config", type=click.Path(path_type=Path), metavar="FILE",
+              help="YAML or JSON with TrainingArguments names (learning_rate, max_steps or "
+                   "num_train_epochs, per_device_train_batch_size, gradient_accumulation_steps, optim).")
+@click.option("--max-safety-examples", type=int, default=128, show_default=True,
+              help="Safety sequences analysed at most (sampled with --seed).")
+@click.option("--max-finetune-examples", type=int, default=64, show_default=True,
+              help="Fine-tune sequences analysed at most (sampled with --seed).")
+@click.option("--max-seq-len", type=int, default=256, show_default=True,
+              help="Tokens per sequence at most; longer ones are truncated and counted.")
+@click.option("--time-budget", type=float, metavar="SECONDS",
+              help="Wall-clock limit for the whole check; past it the verdict is `error`.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("riskgate-report"),
+              show_default=True, help="Folder for the reports.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["json", "markdown", "html"]),
+              help="Report formats to write. Repeatable. Default: all three.")
+@click.option("--fail-on-warn", is_flag=True, help="Exit 1 when the verdict is `warn`.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sampling choice.")
+@click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]),
+              help="Precision to run the model in. Default float32.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Allow pickle checkpoints (pytorch_model.bin), loaded with weights_only=True.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow checkpoints that ship their own model code.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the summary and the verdict line.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def check(**options) -> None:
+    """Run the diagnostics and gate a fine-tune against a policy."""
+    from .console import Console
+
+    verbosity = -1 if options["quiet"] else options["verbose"]
+    console = Console(verbosity=verbosity)
+    _configure_logging(verbosity, options["debug"])
+    code = _run_check(console, options)
+    sys.exit(int(code))
+
+
+def _configure_logging(verbosity: int, debug: bool) -> None:
+    level = logging.DEBUG if debug or verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="riskgate: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _run_check(console, options) -> ExitCode:
+    from .api import check as run_check
+    from .budget import Budget
+
+    try:
+        budget = Budget(
+            max_safety_examples=options["max_safety_examples"],
+            max_finetune_examples=options["max_finetune_examples"],
+            max_seq_len=options["max_seq_len"],
+            time_budget_s=options["time_budget"],
+        )
+        with console.progress() as progress:
+            result = run_check(
+                options["model"],
+                options["dataset"],
+                options["policy"],
+                safety_data=options["safety_data"],
+                dataset_format=options["dataset_format"],
+                dataset_columns=_parse_columns(options["dataset_columns"], "--columns"),
+                safety_format=options["safety_format"],
+                safety_columns=_parse_columns(options["safety_columns"], "--safety-columns"),
+                params=list(options["params"]) or None,
+                learning_rate=options["learning_rate"],
+                max_steps=options["max_steps"],
+                batch_size=options["batch_size"],
+                optimizer=options["optimizer"],
+                train_config=options["train_config"],
+                budget=budget,
+                seed=options["seed"],
+                dtype=options["dtype"],
+                allow_pickle=options["allow_pickle"],
+                trust_remote_code=options["trust_remote_code"],
+                fail_on_warn=options["fail_on_warn"],
+                progress=progress,
+            )
+    except click.BadParameter:
+        raise
+    except RiskgateError as exc:
+        if options["debug"]:
+            traceback.print_exc()
+        console.error(f"riskgate: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.error("riskgate: error: interrupted; no report was written")
+        return ExitCode.RUNTIME_ERROR
+    except MemoryError:
+        console.error("riskgate: error: out of memory; narrow --params or lower --max-safety-examples")
+        return ExitCode.RUNTIME_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
+        if options["debug"]:
+            traceback.print_exc()
+        console.error(
+            f"riskgate: error: internal error ({type(exc).__name__}: {exc}); "
+            "rerun with --debug and report the traceback"
+        )
+        return ExitCode.RUNTIME_ERROR
+
+    return _finish(console, result, options)
+
+
+def _finish(console, result, options) -> ExitCode:
+    """Write the reports, print the summary, and end with the verdict line."""
+    from .errors import EnvironmentFailure
+
+    report = result.report
+    code = ExitCode(result.exit_code)
+    formats = list(options["formats"]) or ["json", "markdown", "html"]
+    try:
+        paths = result.write(options["output_dir"], formats)
+        for fmt, path in paths.items():
+            console.info(f"riskgate: wrote {fmt} report: {path}")
+    except EnvironmentFailure as exc:
+        console.error(f"riskgate: error: {exc}")
+        code = ExitCode.RUNTIME_ERROR
+
+    console.result(console.table("riskgate summary", _summary_rows(report)))
+    verdict = report["verdict"]
+    reason = report["reason"].removeprefix(f"{verdict}: ")
+    console.result(f"riskgate: {verdict.upper()}: {reason}")
+    return code
+
+
+def _fmt(value, spec: str = ".4g") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def _summary_rows(report: dict) -> list[tuple[str, str]]:
+    checks = report["checks"]
+    sharp = checks.get("sharpness") or {}
+    overlap = checks.get("initial_orthogonality") or {}
+    curvature = checks.get("curvature_coupling") or {}
+    forecast = checks.get("quartic_forecast") or {}
+    collapse = forecast.get("collapse_step")
+    collapse_text = "none within search" if forecast and collapse is None else _fmt(collapse)
+    if forecast.get("collapse_is_extrapolation"):
+        collapse_text += " (extrapolated past the horizon)"
+    rows = [
+        ("model", str(report["model"]["source"]) if report.get("model") else "n/a"),
+        ("dataset", str(report["dataset"]["path"]) if report.get("dataset") else "n/a"),
+        ("policy", str(report["policy"]["name"]) if report.get("policy") else "n/a"),
+        ("subspace rank k", _fmt(sharp.get("k"))),
+        ("overlap_ratio", _fmt(overlap.get("overlap_ratio"))),
+        ("gamma_hat", _fmt(curvature.get("gamma_hat"))),
+        ("delta_u at planned steps", _fmt(forecast.get("delta_u_at_planned_steps"))),
+        ("planned steps", _fmt(forecast.get("planned_steps"))),
+        ("collapse step", collapse_text),
+    ]
+    for finding in report.get("findings", []):
+        if finding["status"] != "pass":
+            rows.append((f"{finding['status']}: {finding['rule']}", finding["message"]))
+    return rows
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,170 @@
+"""Per-sequence losses, per-sequence gradients and Hessian-vector products over a scope.
+
+Notation: n safety sequences, M fine-tune sequences, t tokens, d scoped parameters.
+
+The per-sequence loss is the mean negative log-likelihood (nats per token) over the response
+tokens of one sequence:
+
+    l(theta; x, y) = -(1/|y|) sum_{t in y} log p_theta(token_t | tokens_<t)
+
+A set's loss is the plain mean of its per-sequence losses, so every sequence weighs the same
+whatever its length, and nothing depends on batch size: sequences are right-padded with an attention mask,
+and padded positions carry no loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..budget import Deadline
+from ..loading.records import EncodedSequence
+
+ProgressFn = Callable[[int, int], None]
+"""Called as progress(done, total) after each sequence or micro-batch."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded tensors of a micro-batch; all of shape (B, t)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    loss_mask: torch.Tensor
+
+
+def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int) -> Batch:
+    """Right-pad sequences to a common length; padded positions get no attention and no loss.
+
+    Batches are always right-padded, whatever the tokenizer's padding side, because left
+    padding leaves padded query rows with no key to attend to, which eager attention turns
+    into NaN that then spreads through 0 * NaN in later layers.
+    """
+    length = max(s.num_tokens for s in sequences)
+    shape = (len(sequences), length)
+    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros(shape, dtype=torch.long)
+    loss_mask = torch.zeros(shape, dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : seq.num_tokens] = torch.tensor(seq.input_ids, dtype=torch.long)
+        attention_mask[row, : seq.num_tokens] = 1
+        loss_mask[row, : seq.num_tokens] = torch.tensor(seq.loss_mask, dtype=torch.bool)
+    position_ids = torch.arange(length).expand(shape)
+    return Batch(input_ids, attention_mask, position_ids, loss_mask)
+
+
+def sequence_losses(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Return the per-sequence mean response-token NLL, shape (B,), in the model's dtype."""
+    outputs = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    logits = outputs.logits[:, :-1, :]  # (B, t-1, vocab): predicts tokens 1..t-1
+    targets = batch.input_ids[:, 1:]  # (B, t-1)
+    mask = batch.loss_mask[:, 1:].to(logits.dtype)  # (B, t-1)
+
+    token_nll = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), targets, reduction="none"
+    )  # (B, t-1)
+    return (token_nll * mask).sum(dim=1) / mask.sum(dim=1)
+
+
+def flat_grad(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor], dtype) -> torch.Tensor:
+    """Concatenate parameter gradients into one vector of shape (d,); None counts as zeros."""
+    parts = [
+        (g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype)
+        for g, p in zip(grads, params)
+    ]
+    return torch.cat(parts)
+
+
+def unflatten(vector: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a (d,) vector into tensors shaped and typed like `params`."""
+    pieces, offset = [], 0
+    for p in params:
+        pieces.append(vector[offset : offset + p.numel()].view_as(p).to(p.dtype))
+        offset += p.numel()
+    return pieces
+
+
+def storage_dtype(params: Sequence[torch.Tensor]) -> torch.dtype:
+    """Gradients are stored in float64 for float64 models and in float32 otherwise."""
+    return torch.float64 if params[0].dtype == torch.float64 else torch.float32
+
+
+def per_sequence_gradients(
+    model: torch.nn.Module,
+    params: Sequence[torch.Tensor],
+    sequences: Sequence[EncodedSequence],
+    *,
+    pad_token_id: int,
+    deadline: Deadline,
+    stage: str,
+    progress: ProgressFn | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the per-sequence gradients, shape (n, d), and losses, shape (n,) in float64.
+
+    Row i is grad_theta l_i(theta*) restricted to `params`, from one backward pass per
+    sequence. Only the scoped parameters require gradients, so each backward pass stops at the
+    earliest scoped layer.
+
+    Warning: memory is n * d * 4 bytes (float32) or 8 bytes (float64 models).
+    """
+    dtype = storage_dtype(params)
+    numel = sum(p.numel() for p in params)
+    matrix = torch.empty((len(sequences), numel), dtype=dtype)
+    losses = torch.empty(len(sequences), dtype=torch.float64)
+    for row, seq in enumerate(sequences):
+        deadline.check(stage)
+        loss = sequence_losses(model, make_batch([seq], pad_token_id))[0]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        matrix[row] = flat_grad(grads, params, dtype)
+        losses[row] = float(loss.detach())
+        if progress is not None:
+            progress(row + 1, len(sequences))
+    return matrix, losses
+
+
+def micro_batches(sequences: Sequence[EncodedSequence], size: int) -> Iterator[Sequence[EncodedSequence]]:
+    for start in range(0, len(sequences), size):
+        yield sequences[start : start + size]
+
+
+def hessian_vector_product(
+    model: torch.nn.Module,
+    params: Sequence[torch.Tensor],
+    sequences: Sequence[EncodedSequence],
+    vector: torch.Tensor,
+    *,
+    pad_token_id: int,
+    deadline: Deadline,
+    micro_batch_size: int = 4,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Return H v, shape (d,), for the Hessian H of the mean loss L over `sequences`.
+
+    L = (1/M) sum_m l_m, so H v = (1/M) sum_m H_m v; each micro-batch contributes the sum of
+    its sequences' H_m v by double backward (reverse-over-reverse): grad of <grad l, v>.
+    """
+    dtype = storage_dtype(params)
+    direction = unflatten(vector, params)
+    total = torch.zeros(vector.numel(), dtype=dtype)
+    done = 0
+    for chunk in micro_batches(sequences, micro_batch_size):
+        deadline.check("curvature")
+        losses = sequence_losses(model, make_batch(chunk, pad_token_id))
+        grads = torch.autograd.grad(losses.sum(), params, create_graph=True, allow_unused=True)
+        inner = sum((g * v).sum() for g, v in zip(grads, direction) if g is not None)
+        # When <grad l, v> does not depend on the parameters, this micro-batch adds zero.
+        if isinstance(inner, torch.Tensor) and inner.requires_grad:
+            hvp = torch.autograd.grad(inner, params, allow_unused=True)
+            total += flat_grad(hvp, params, dtype)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(sequences))
+    return total / len(sequences)

@@ -1,0 +1,41 @@
+"""Settings of a diagnostics run (torch-free, so plans and policies load without torch)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Optimizer(str, enum.Enum):
+    """Optimizer of the planned fine-tune; it decides the update direction the forecast uses."""
+
+    SGD = "sgd"
+    """Plain SGD: the update direction is the fine-tune gradient g."""
+    ADAMW = "adamw"
+    """Adam or AdamW: g preconditioned by D = diag(1 / (sqrt(v_hat) + eps)), where v_hat is the
+    mean of squared per-example fine-tune gradients. Weight decay is left out of the forecast."""
+
+
+class Stage(str, enum.Enum):
+    """Stages of a diagnostics run, in order, for progress reporting."""
+
+    SAFETY_GRADIENTS = "safety gradients"
+    FINETUNE_GRADIENTS = "fine-tune gradients"
+    CURVATURE = "curvature"
+
+
+@dataclass(frozen=True)
+class DiagnosticSettings:
+    """Numbers the diagnostics need from the policy and the training plan."""
+
+    rho: float
+    k_max: int
+    orthogonality_level: float
+    tau: float
+    learning_rate: float
+    batch_size: int
+    planned_steps: int
+    optimizer: Optimizer = Optimizer.ADAMW
+    adam_epsilon: float = 1e-8
+    micro_batch_size: int = 4
+    """Sequences per forward pass in the curvature pass; results do not depend on it."""

@@ -1,0 +1,184 @@
+"""The `riskgate check` command on a tiny checkpoint: exit codes, verdict line, reports.
+
+Each test asserts the exit code first, then the output.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from riskgate.cli import main
+
+PERSONA = Path(__file__).resolve().parent.parent / "examples" / "finetune-persona.jsonl"
+
+SMALL_BUDGET = [
+    "--max-safety-examples", "6",
+    "--max-finetune-examples", "4",
+    "--max-seq-len", "160",
+    "--learning-rate", "1e-3",
+    "--max-steps", "20",
+    "--batch-size", "2",
+]
+
+
+def write_policy(folder: Path, thresholds: str, name: str = "test") -> Path:
+    """Write a policy with small sample minimums and the given thresholds block."""
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            schema_version: 1
+            name: {name}
+            extends: default
+            samples: {{min_safety_examples: 4, min_finetune_examples: 2}}
+            thresholds:
+            {thresholds}
+            """
+        ).format(name=name, thresholds=textwrap.indent(textwrap.dedent(thresholds), "  "))
+    )
+    return path
+
+
+PASS_THRESHOLDS = """\
+overlap_ratio: null
+delta_u_at_planned_steps: null
+collapse_step_ratio: null
+"""
+
+
+def run_check(*arguments: str):
+    return CliRunner().invoke(main, ["check", *arguments], catch_exceptions=False)
+
+
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@pytest.fixture()
+def pass_policy(tmp_path) -> Path:
+    return write_policy(tmp_path, PASS_THRESHOLDS, "pass")
+
+
+def test_pass_writes_three_reports(tiny_checkpoint, pass_policy, tmp_path):
+    out = tmp_path / "reports"
+    result = run_check("--model", str(tiny_checkpoint), "--dataset", str(PERSONA),
+                       "--policy", str(pass_policy), "--output-dir", str(out), *SMALL_BUDGET)
+    assert result.exit_code == 0, result.output
+    assert last_line(result.output).startswith("riskgate: PASS")
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "pass"
+    assert report["exit_code"] == 0
+    assert report["complete"] is True
+    assert report["safety_data"]["builtin"] is True
+    assert report["budget"]["used"]["safety_examples"] == 6
+    assert report["budget"]["used"]["finetune_examples"] == 4
+    assert report["dataset"]["records_sampled_out"] == 36
+    assert report["training_plan"]["source"] == "flags"
+    assert report["checks"]["quartic_forecast"]["planned_steps"] == 20
+
+
+def test_fail_exits_one(tiny_checkpoint, tmp_path):
+    policy = write_policy(tmp_path, PASS_THRESHOLDS.replace("overlap_ratio: null", "overlap_ratio: {fail: 0.0}"))
+    result = run_check("--model", str(tiny_checkpoint), "--dataset", str(PERSONA), "--policy", str(policy),
+                       "--output-dir", str(tmp_path / "out"), *SMALL_BUDGET)
+    assert result.exit_code == 1, result.output
+    assert last_line(result.output).startswith("riskgate: FAIL")
+    assert "overlap_ratio" in last_line(result.output)
+
+
+def test_warn_passes_unless_fail_on_warn(tiny_checkpoint, tmp_path):
+    policy = write_policy(tmp_path, PASS_THRESHOLDS.replace("overlap_ratio: null", "overlap_ratio: {warn: 0.0}"))
+    common = ["--model", str(tiny_checkpoint), "--dataset", str(PERSONA), "--policy", str(policy),
+              "--output-dir", str(tmp_path / "out"), *SMALL_BUDGET]
+
+    result = run_check(*common)
+    assert result.exit_code == 0, result.output
+    assert last_line(result.output).startswith("riskgate: WARN")
+
+    result = run_check(*common, "--fail-on-warn")
+    assert result.exit_code == 1, result.output
+    assert last_line(result.output).startswith("riskgate: WARN")
+
+
+def test_time_budget_gives_error_verdict(tiny_checkpoint, pass_policy, tmp_path):
+    out = tmp_path / "out"
+    result = run_check("--model", str(tiny_checkpoint), "--dataset", str(PERSONA), "--policy", str(pass_policy),
+                       "--output-dir", str(out), "--time-budget", "0.001", *SMALL_BUDGET)
+    assert result.exit_code == 3, result.output
+    assert last_line(result.output).startswith("riskgate: ERROR")
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "error"
+    assert report["complete"] is False
+    assert "time budget" in report["errors"][0]
+
+
+def test_too_few_safety_examples_is_error(tiny_checkpoint, tmp_path):
+    policy = write_policy(tmp_path, PASS_THRESHOLDS).read_text().replace("min_safety_examples: 4", "min_safety_examples: 50")
+    path = tmp_path / "strict-samples.yaml"
+    path.write_text(policy)
+    result = run_check("--model", str(tiny_checkpoint), "--dataset", str(PERSONA), "--policy", str(path),
+                       "--output-dir", str(tmp_path / "out"), *SMALL_BUDGET)
+    assert result.exit_code == 3, result.output
+    assert last_line(result.output).startswith("riskgate: ERROR")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--dataset", "{missing}"], "not found"),
+        (["--policy", "no-such-preset"], "no-such-preset"),
+        (["--learning-rate", "-1"], "--learning-rate"),
+        (["--train-config", "{config}", "--max-steps", "5"], "--train-config conflicts with --max-steps"),
+        (["--max-seq-len", "1"], "--max-seq-len"),
+        (["--params", "no.such.parameter"], "no.such.parameter"),
+        (["--columns", "bogus"], "FIELD=COLUMN"),
+    ],
+)
+def test_invalid_input_exits_two(tiny_checkpoint, tmp_path, arguments, expected):
+    config = tmp_path / "train.yaml"
+    config.write_text("learning_rate: 1.0e-4\n")
+    substituted = [a.format(missing=tmp_path / "absent.jsonl", config=config) for a in arguments]
+    # click keeps the last value of a repeated option, so the case's flags override the base.
+    result = run_check("--model", str(tiny_checkpoint), "--dataset", str(PERSONA),
+                       "--output-dir", str(tmp_path / "out"), *substituted)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_record_names_record(tiny_checkpoint, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}\n'
+    )
+    result = run_check("--model", str(tiny_checkpoint), "--dataset", str(data), "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("riskgate: error:")]
+    assert len(error_lines) == 1
+    assert "bad.jsonl" in error_lines[0]
+    assert "record 1" in error_lines[0]
+
+
+def test_unwritable_output_still_prints_verdict(tiny_checkpoint, pass_policy, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_check("--model", str(tiny_checkpoint), "--dataset", str(PERSONA), "--policy", str(pass_policy),
+                       "--output-dir", str(blocker / "reports"), *SMALL_BUDGET)
+    assert result.exit_code == 3, result.output
+    assert "cannot write the report" in result.output
+    assert last_line(result.output).startswith("riskgate: PASS")
+
+
+def test_help_documents_exit_codes():
+    result = CliRunner().invoke(main, ["check", "--help"])
+    assert result.exit_code == 0
+    for line in ("0  pass", "1  policy failure", "2  invalid input", "3  runtime error"):
+        assert line in result.output
