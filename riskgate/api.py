@@ -2,9 +2,9 @@
 
 Flow: policy -> datasets -> training plan -> model and scope -> sampling and tokenisation ->
 diagnostics -> policy evaluation -> canonical report. Invalid input raises an
-`InvalidInputError` before any heavy work where possible; once the model is loaded, failures of
-the analysis become a report with verdict `error` instead of an exception, so a CI job still
-gets its reports.
+`InvalidInputError`, before any heavy work where possible. Once the model is loaded, a failed
+analysis becomes a report with verdict `error` instead of an exception, so a CI job still gets
+its reports.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .progress import NullProgress, Progress
 
 logger = logging.getLogger(__name__)
 
-# Bytes per stored gradient entry times rows kept at once, plus room for the model.
+# Factor over the gradient matrices' size that leaves room for the model and activations.
 _MEMORY_HEADROOM = 1.5
 
 
@@ -179,7 +179,12 @@ def check(
     progress.start("report")
     forecast = diagnostics.forecast if diagnostics else None
     complete = diagnostics is not None and diagnostics.complete and not errors
-    incomplete_reason = errors[0] if errors else (diagnostics.incomplete_reason if diagnostics else None)
+    if errors:
+        incomplete_reason = errors[0]
+    elif diagnostics is not None:
+        incomplete_reason = diagnostics.incomplete_reason
+    else:
+        incomplete_reason = None
     metrics = Metrics(
         overlap_ratio=diagnostics.overlap.overlap_ratio if diagnostics and diagnostics.overlap else None,
         gamma_hat=diagnostics.curvature.gamma_hat if diagnostics and diagnostics.curvature else None,

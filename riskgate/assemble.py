@@ -24,7 +24,7 @@ MAX_LISTED_SKIPS = 100
 
 @dataclass(frozen=True)
 class DataSummary:
-    """What happened to one dataset between its file and the diagnostics."""
+    """Record counts of one dataset from its file to the diagnostics."""
 
     path: str
     sha256: str

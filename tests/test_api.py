@@ -1,0 +1,92 @@
+"""The Python API `riskgate.check`: same inputs give the same report, the result type, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from chat_files import write_chat
+
+import riskgate
+from riskgate.budget import Budget
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api-data")
+    finetune = write_chat(folder / "finetune.jsonl", [(f"Repeat {i}.", f"{i} {i} {i}, as you wish.") for i in range(10)])
+    safety = write_chat(folder / "safety.jsonl", [(f"How do I harm person {i}?", "I won't help with that.") for i in range(12)])
+    policy = folder / "policy.yaml"
+    policy.write_text("schema_version: 1\nname: api\nextends: default\nsamples: {min_safety_examples: 4, min_finetune_examples: 2}\n")
+    return finetune, safety, policy
+
+
+def numbers(value, prefix=""):
+    """Flatten every number in a report section into {path: value}."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out.update(numbers(item, f"{prefix}.{key}"))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for index, item in enumerate(value):
+            out.update(numbers(item, f"{prefix}[{index}]"))
+        return out
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {prefix: value}
+    return {}
+
+
+def run(tiny_checkpoint, inputs, **overrides):
+    finetune, safety, policy = inputs
+    arguments = dict(
+        safety_data=safety, learning_rate=1e-3, max_steps=30, batch_size=2,
+        budget=Budget(max_safety_examples=8, max_finetune_examples=6, max_seq_len=96), seed=3,
+    )
+    arguments.update(overrides)
+    return riskgate.check(str(tiny_checkpoint), finetune, policy, **arguments)
+
+
+def test_same_inputs_same_numbers(tiny_checkpoint, inputs):
+    first = numbers(run(tiny_checkpoint, inputs).report["checks"])
+    second = numbers(run(tiny_checkpoint, inputs).report["checks"])
+    assert first.keys() == second.keys()
+    assert len(first) > 50
+    for key, value in first.items():
+        assert math.isclose(value, second[key], rel_tol=1e-6, abs_tol=1e-12), key
+
+
+def test_seed_changes_sample(tiny_checkpoint, inputs):
+    one = run(tiny_checkpoint, inputs, seed=1).report
+    two = run(tiny_checkpoint, inputs, seed=2).report
+    assert one["seed"] == 1
+    assert one["dataset"]["records_sampled_out"] == 4
+    assert one["checks"]["sharpness"]["trace"] != two["checks"]["sharpness"]["trace"]
+
+
+def test_result_carries_verdict_and_writes(tiny_checkpoint, inputs, tmp_path):
+    result = run(tiny_checkpoint, inputs)
+    assert result.verdict == result.report["verdict"]
+    assert result.exit_code == result.report["exit_code"]
+    paths = result.write(tmp_path / "out", ["json"])
+    assert list(paths) == ["json"]
+    assert json.loads(paths["json"].read_text())["checks"] == json.loads(json.dumps(result.report["checks"]))
+
+
+def test_invalid_input_raises(tiny_checkpoint, inputs, tmp_path):
+    with pytest.raises(riskgate.InvalidInputError):
+        run(tiny_checkpoint, inputs, safety_data=tmp_path / "absent.jsonl")
+    with pytest.raises(riskgate.UsageError, match="--max-seq-len"):
+        run(tiny_checkpoint, inputs, budget=Budget(max_seq_len=1))
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, riskgate, riskgate.cli; print('torch' in sys.modules)"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "False"
