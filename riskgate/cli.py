@@ -226,5 +226,128 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
     return rows
 
 
+REPORT_FORMATS = ["json", "markdown", "html", "sarif", "junit", "github"]
+
+
+@main.command("report")
+@click.option("--from", "source", required=True, type=click.Path(path_type=Path), metavar="REPORT_JSON",
+              help="The report.json that `riskgate check` wrote.")
+@click.option("--format", "format_name", required=True, type=click.Choice(REPORT_FORMATS),
+              help="Format to render: sarif (SARIF 2.1.0), junit (JUnit XML), github (workflow "
+                   "commands that annotate a GitHub Actions run), or json, markdown, html.")
+@click.option("--output", type=click.Path(path_type=Path), metavar="FILE",
+              help="File to write, replaced atomically. Default: standard output.")
+@click.option("--max-bytes", type=int, metavar="N",
+              help="Markdown only: above N bytes of UTF-8, keep only the verdict, the failing and "
+                   "warning findings and a pointer to the full report.")
+@click.option("--full-report-location", metavar="TEXT",
+              help="Markdown only: where the full report is, named in the shortened output. "
+                   "Default: report.html and report.json in the report folder.")
+def report_command(source: Path, format_name: str, output: Path | None, max_bytes: int | None,
+                   full_report_location: str | None) -> None:
+    """Render a report.json in another format, without loading the model.
+
+    Exits 0 once the file is written, whatever the verdict: the gate's exit code comes from
+    `riskgate check`. Exits 2 when the report.json is missing, invalid or of another
+    schema_version, and 3 when the output file cannot be written.
+    """
+    from .console import Console
+
+    console = Console()
+    try:
+        text = _render_report(source, format_name, max_bytes, full_report_location)
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            _write_output(output, text)
+    except RiskgateError as exc:
+        console.error(f"riskgate: error: {exc}")
+        sys.exit(int(exc.exit_code))
+    sys.exit(int(ExitCode.PASS))
+
+
+def _render_report(source: Path, format_name: str, max_bytes: int | None, full_report_location: str | None) -> str:
+    from .errors import UsageError
+    from .report import RENDERERS
+    from .report.markdown import DEFAULT_FULL_REPORT_LOCATION, MarkdownRenderer
+    from .report.reading import read_report
+
+    markdown_only = [flag for flag, value in (("--max-bytes", max_bytes), ("--full-report-location", full_report_location))
+                     if value is not None]
+    if markdown_only and format_name != "markdown":
+        raise UsageError(f"{markdown_only[0]}: applies to --format markdown only, not {format_name}")
+
+    report = read_report(source)
+    if format_name == "markdown":
+        renderer = MarkdownRenderer(max_bytes, full_report_location or DEFAULT_FULL_REPORT_LOCATION)
+    else:
+        renderer = RENDERERS[format_name]
+    return renderer.render(report)
+
+
+def _write_output(output: Path, text: str) -> None:
+    from .errors import EnvironmentFailure
+    from .report.writer import write_atomically
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(output, text)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise EnvironmentFailure(f"{output}: cannot write the report ({reason}); choose a writable --output") from error
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """Validate and inspect policy files without running a check."""
+
+
+@policy_group.command("validate")
+@click.argument("spec", metavar="FILE")
+def policy_validate(spec: str) -> None:
+    """Check a policy file (or preset name) and every policy it extends.
+
+    Exits 0 and prints "FILE: valid policy NAME", or exits 2 and lists every problem, one
+    per line on stderr, followed by a count.
+    """
+    from .console import Console
+    from .errors import PolicyError
+    from .policy import load_policy
+
+    console = Console()
+    try:
+        policy = load_policy(spec)
+    except PolicyError as exc:
+        problems = exc.problems or [str(exc)]
+        for problem in problems:
+            console.error(problem)
+        noun = "problem" if len(problems) == 1 else "problems"
+        console.error(f"riskgate: error: {spec}: invalid policy: {len(problems)} {noun}")
+        sys.exit(int(exc.exit_code))
+    console.result(f"{spec}: valid policy {policy.name}")
+    sys.exit(int(ExitCode.PASS))
+
+
+@policy_group.command("show")
+@click.argument("spec", metavar="NAME_OR_FILE")
+def policy_show(spec: str) -> None:
+    """Print a policy as YAML with its extends chain merged in.
+
+    The output loads as a policy file on its own. Exits 2 when the policy is invalid.
+    """
+    from .console import Console
+    from .errors import PolicyError
+    from .policy import load_policy
+    from .policy.show import policy_yaml
+
+    try:
+        policy = load_policy(spec)
+    except PolicyError as exc:
+        Console().error(f"riskgate: error: {exc}")
+        sys.exit(int(exc.exit_code))
+    click.echo(policy_yaml(policy), nl=False)
+    sys.exit(int(ExitCode.PASS))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -498,8 +498,10 @@ def test_writer_enum_format(sample, tmp_path):
 
 
 def test_writer_unknown_format(sample, tmp_path):
-    with pytest.raises(UsageError, match=r"--format 'sarif': unknown report format; choose from json, markdown, html"):
-        write_reports(sample, tmp_path / "out", formats=["json", "sarif"])
+    with pytest.raises(
+        UsageError, match=r"--format 'pdf': unknown report format; choose from json, markdown, html, sarif, junit, github"
+    ):
+        write_reports(sample, tmp_path / "out", formats=["json", "pdf"])
     assert not (tmp_path / "out").exists()
 
 
@@ -549,6 +551,9 @@ def test_renderer_registry():
         "json": "report.json",
         "markdown": "report.md",
         "html": "report.html",
+        "sarif": "report.sarif",
+        "junit": "report.junit.xml",
+        "github": "report.github.txt",
     }
     assert all(renderer.name == name for name, renderer in RENDERERS.items())
 

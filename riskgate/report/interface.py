@@ -13,7 +13,7 @@ from typing import Any
 
 
 class ReportFormat(str, enum.Enum):
-    """Report file formats that `--format` accepts."""
+    """Report file formats that the renderers write (`riskgate check` writes the first three)."""
 
     JSON = "json"
     """The canonical report as JSON (`report.json`), non-finite numbers written as null."""
@@ -21,6 +21,12 @@ class ReportFormat(str, enum.Enum):
     """A summary for a pull-request comment (`report.md`)."""
     HTML = "html"
     """A self-contained page with charts, readable offline (`report.html`)."""
+    SARIF = "sarif"
+    """SARIF 2.1.0 for code-scanning tools (`report.sarif`): one result per failing or warning finding."""
+    JUNIT = "junit"
+    """JUnit XML for CI test views (`report.junit.xml`): one test case per finding."""
+    GITHUB = "github"
+    """GitHub Actions workflow commands (`report.github.txt`) that create error and warning annotations."""
 
 
 class Renderer(abc.ABC):

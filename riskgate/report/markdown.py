@@ -11,11 +11,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from riskgate.report import summary
+from riskgate.errors import UsageError
+from riskgate.report import issues, summary
 from riskgate.report.interface import Renderer, ReportFormat
 
 ZERO_WIDTH_JOINER = "\u200d"
 REPLACEMENT_CHARACTER = "\ufffd"
+DEFAULT_FULL_REPORT_LOCATION = "report.html and report.json in the report folder"
 MAX_SENSITIVE_TENSORS = 5
 """Tensors listed in the Markdown sensitivity table; the HTML report charts more."""
 
@@ -110,18 +112,78 @@ def _bullets(items: Sequence[Any]) -> list[str]:
     return [f"- {escape_markdown(item)}" for item in items]
 
 
+def _verdict_line(report: dict[str, Any], with_reason: bool = True) -> str:
+    verdict = str(report.get("verdict") or "error").upper()
+    line = f"**RISKGATE {escape_markdown(verdict)}**"
+    if with_reason:
+        line += f": {escape_markdown(report.get('reason') or '')}"
+    return line
+
+
+def render_shortened(report: dict[str, Any], max_bytes: int, full_report_location: str) -> str:
+    """Render the verdict, the failing and warning findings and a pointer to the full report in `max_bytes`.
+
+    Findings are listed most severe first, and rows that do not fit are left out whole and
+    counted, so the table is never cut inside a row. When even the verdict with its reason
+    does not fit, the reason is left out.
+
+    Raises:
+        UsageError: `max_bytes` is too small for the verdict and the pointer line.
+    """
+    rows = _finding_rows({"findings": issues.attention_findings(report)})
+    pointer = (
+        f"Shortened to fit {max_bytes:,} bytes; the full report is in {escape_markdown(full_report_location)}."
+    )
+
+    def build(row_count: int, with_reason: bool) -> str:
+        lines = [_verdict_line(report, with_reason), "", pointer, "", "### Failing and warning findings", ""]
+        if row_count:
+            lines += markdown_table(["rule", "value", "warn", "fail", "status", "message"], rows[:row_count])
+        elif not rows:
+            lines.append("No failing or warning findings.")
+        left_out = len(rows) - row_count
+        if left_out:
+            if row_count:
+                lines.append("")
+            lines.append(f"{left_out:,} more failing or warning findings are left out here.")
+        return "\n".join(lines) + "\n"
+
+    for with_reason in (True, False):
+        for row_count in range(len(rows), -1, -1):
+            text = build(row_count, with_reason)
+            if len(text.encode("utf-8")) <= max_bytes:
+                return text
+    shortest = len(build(0, with_reason=False).encode("utf-8"))
+    raise UsageError(f"--max-bytes {max_bytes}: too small; the shortest Markdown summary takes {shortest} bytes")
+
+
 class MarkdownRenderer(Renderer):
     """Renders the verdict, findings, key numbers, caveats, inputs and budget as Markdown.
 
-    The first line is the verdict in bold followed by the one-line reason.
+    The first line is the verdict in bold followed by the one-line reason. With `max_bytes`
+    set, a report whose UTF-8 text is longer shrinks to the verdict, the table of failing and
+    warning findings (whole rows only) and a line that names `full_report_location`. GitHub's
+    API rejects a comment body over 65,536 characters ("Body is too long"), and the Actions
+    runner drops a step summary over 1024 KiB ("supports content up to a size of 1024k").
     """
 
     name = ReportFormat.MARKDOWN.value
     filename = "report.md"
 
+    def __init__(self, max_bytes: int | None = None, full_report_location: str = DEFAULT_FULL_REPORT_LOCATION) -> None:
+        if max_bytes is not None and max_bytes < 1:
+            raise UsageError(f"--max-bytes {max_bytes}: must be a positive number of bytes")
+        self.max_bytes = max_bytes
+        self.full_report_location = full_report_location
+
     def render(self, report: dict[str, Any]) -> str:
-        verdict = str(report.get("verdict") or "error").upper()
-        lines = [f"**RISKGATE {escape_markdown(verdict)}**: {escape_markdown(report.get('reason') or '')}", ""]
+        text = self._render_full(report)
+        if self.max_bytes is None or len(text.encode("utf-8")) <= self.max_bytes:
+            return text
+        return render_shortened(report, self.max_bytes, self.full_report_location)
+
+    def _render_full(self, report: dict[str, Any]) -> str:
+        lines = [_verdict_line(report), ""]
         lines.append(
             escape_markdown(
                 f"riskgate {report.get('riskgate_version')}, schema {report.get('schema_version')},"

@@ -10,13 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from riskgate.errors import EnvironmentFailure, UsageError
+from riskgate.report.github import GithubRenderer
 from riskgate.report.html import HtmlRenderer
 from riskgate.report.interface import Renderer, ReportFormat
 from riskgate.report.json_format import JsonRenderer
+from riskgate.report.junit import JunitRenderer
 from riskgate.report.markdown import MarkdownRenderer
+from riskgate.report.sarif import SarifRenderer
 
 RENDERERS: dict[str, Renderer] = {
-    renderer.name: renderer for renderer in (JsonRenderer(), MarkdownRenderer(), HtmlRenderer())
+    renderer.name: renderer
+    for renderer in (
+        JsonRenderer(),
+        MarkdownRenderer(),
+        HtmlRenderer(),
+        SarifRenderer(),
+        JunitRenderer(),
+        GithubRenderer(),
+    )
 }
 TEMPORARY_NAME_ATTEMPTS = 16
 DEFAULT_FORMATS: tuple[str, ...] = (ReportFormat.JSON.value, ReportFormat.MARKDOWN.value, ReportFormat.HTML.value)

@@ -1,0 +1,51 @@
+"""Read a canonical `report.json` back, so that any format can be rendered without the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from riskgate.errors import InvalidInputError
+from riskgate.report import SCHEMA_VERSION
+
+REQUIRED_KEYS = ("schema_version", "verdict", "reason", "findings")
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """Load a report.json file and check its schema version and the keys every renderer needs.
+
+    Raises:
+        InvalidInputError: the file is missing or unreadable, is not valid JSON, is not a
+            JSON object, has another schema_version, or lacks a required key.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path}: report file not found; pass the report.json that `riskgate check` wrote") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InvalidInputError(f"{path}: cannot read the report file ({reason})") from error
+
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(
+            f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg};"
+            " pass the report.json that `riskgate check` wrote"
+        ) from None
+
+    if not isinstance(report, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object with the report keys, got {type(report).__name__}")
+    version = report.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise InvalidInputError(
+            f"{path}: schema_version: unsupported value {version!r}; this riskgate reads"
+            f" schema_version {SCHEMA_VERSION}, so render it with the riskgate version that wrote it"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in report]
+    if missing:
+        raise InvalidInputError(f"{path}: missing report keys: {', '.join(missing)}; the file is not a riskgate report")
+    if not isinstance(report["findings"], list):
+        raise InvalidInputError(f"{path}: findings: expected a list, got {type(report['findings']).__name__}")
+    return report
