@@ -5,10 +5,11 @@ findings, `::warning` for warn findings, most severe first. GitHub shows at most
 10 warning annotations per step, so the renderer writes at most that many and then one
 `::notice` that counts the rest.
 
-Escaping follows the runner's rules (actions/toolkit, `command.ts`): in the message, `%`, CR
-and LF become `%25`, `%0D` and `%0A`; in a property value `:` and `,` also become `%3A` and
-`%2C`. So each annotation stays on one line, and text such as `::error::x` inside a message
-is data, because the runner ends the properties at the first `::`.
+Escaping follows `escapeData` and `escapeProperty` in actions/toolkit
+(packages/core/src/command.ts). In the message, `%`, CR and LF become `%25`, `%0D` and `%0A`.
+A property value also gets `:` as `%3A` and `,` as `%2C`. So each annotation stays on one
+line, and text such as `::error::x` inside a message is data, because the runner ends the
+properties at the first `::`.
 """
 
 from __future__ import annotations

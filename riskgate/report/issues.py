@@ -25,7 +25,7 @@ def attention_findings(report: dict[str, Any]) -> list[dict[str, Any]]:
 def unreported_errors(report: dict[str, Any]) -> list[str]:
     """Return the report's `errors` when no finding has status error, so that a renderer shows them.
 
-    A report written after the analysis stopped early may contain no findings at all; its
+    A report written after the analysis stopped early may contain no findings at all. Its
     `errors` list is then the only record of what went wrong.
     """
     if any(finding.get("status") == "error" for finding in findings(report)):
