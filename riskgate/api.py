@@ -47,12 +47,48 @@ class CheckResult:
         return write_reports(self.report, Path(output_dir), formats)
 
 
-def _load_data(path, fmt, columns, *, max_examples, seed, builtin=False):
-    from .loading.data import load_dataset_file, sample_records
+def _load_data(path, fmt, columns):
+    from .loading.data import load_dataset_file
 
-    loaded = load_dataset_file(path, fmt=fmt, columns=dict(columns) if columns else None)
-    chosen, sampled_out = sample_records(loaded.records, max_examples, seed)
-    return loaded, chosen, sampled_out
+    return load_dataset_file(path, fmt=fmt, columns=dict(columns) if columns else None)
+
+
+def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_len: int, seed: int):
+    """Tokenise records in a seeded random order until `max_examples` of them are usable.
+
+    Sampling after tokenisation keeps records that the sequence cap leaves without a response
+    token from using up the budget. Returns the chosen sequences (in file order) with every
+    skip met on the way, and the number of records not analysed because the budget was met.
+    """
+    import random
+
+    from .errors import DatasetError
+    from .loading.encode import encode_records
+    from .loading.records import EncodedSet
+
+    order = list(loaded.records)
+    random.Random(seed).shuffle(order)
+    target = len(order) if max_examples is None else max_examples
+    chosen, skipped, position, template = [], [], 0, "chat_template"
+    while len(chosen) < target and position < len(order):
+        chunk = order[position : position + max(target - len(chosen), 16)]
+        position += len(chunk)
+        encoded = encode_records(chunk, tokenizer, max_seq_len=max_seq_len, source=loaded.path)
+        template = encoded.template
+        skipped.extend(encoded.skipped)
+        chosen.extend(encoded.sequences)
+
+    sampled_out = (len(order) - position) + max(0, len(chosen) - target)
+    chosen = sorted(chosen[:target], key=lambda sequence: sequence.index)
+    skipped.sort(key=lambda record: record.index)
+    if not chosen:
+        reasons = list(loaded.skipped) + skipped
+        first = f" (record {reasons[0].index}: {reasons[0].reason})" if reasons else ""
+        raise DatasetError(
+            f"{loaded.path}: no usable records: {loaded.num_rows} rows, {len(reasons)} skipped{first}; "
+            "fix the records or raise --max-seq-len"
+        )
+    return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out
 
 
 def _estimate_gradient_bytes(rows: int, numel: int, dtype) -> int:
@@ -111,6 +147,8 @@ def check(
 
     budget = budget or Budget()
     progress = progress or NullProgress()
+    if isinstance(params, str):
+        params = [params]
     deadline = Deadline(budget.time_budget_s)
     _validate_budget(budget)
 
@@ -119,14 +157,10 @@ def check(
     resolved_policy = load_policy(policy)
     fine_fmt = DatasetFormat(dataset_format) if dataset_format else None
     safety_fmt = DatasetFormat(safety_format) if safety_format else None
-    fine_loaded, fine_records, fine_sampled_out = _load_data(
-        dataset, fine_fmt, dataset_columns, max_examples=budget.max_finetune_examples, seed=seed
-    )
+    fine_loaded = _load_data(dataset, fine_fmt, dataset_columns)
     builtin_safety = safety_data is None
     safety_path = default_safety_set_path() if builtin_safety else safety_data
-    safety_loaded, safety_records, safety_sampled_out = _load_data(
-        safety_path, safety_fmt, safety_columns, max_examples=budget.max_safety_examples, seed=seed
-    )
+    safety_loaded = _load_data(safety_path, safety_fmt, safety_columns)
     plan = resolve_plan(
         train_config=train_config,
         learning_rate=learning_rate,
@@ -138,7 +172,6 @@ def check(
     progress.finish("loading inputs")
 
     # The model, its scope, and tokenisation.
-    from .loading.encode import encode_records
     from .loading.model import load_model, model_summary
     from .loading.scope import enable_grad_for_scope, select_scope
 
@@ -146,8 +179,14 @@ def check(
     loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     scope = select_scope(loaded_model.model, params)
     scoped_params = enable_grad_for_scope(loaded_model.model, scope)
-    fine_encoded = encode_records(fine_records, loaded_model.tokenizer, max_seq_len=budget.max_seq_len)
-    safety_encoded = encode_records(safety_records, loaded_model.tokenizer, max_seq_len=budget.max_seq_len)
+    fine_encoded, fine_sampled_out = _sample_and_encode(
+        fine_loaded, loaded_model.tokenizer, max_examples=budget.max_finetune_examples,
+        max_seq_len=budget.max_seq_len, seed=seed,
+    )
+    safety_encoded, safety_sampled_out = _sample_and_encode(
+        safety_loaded, loaded_model.tokenizer, max_examples=budget.max_safety_examples,
+        max_seq_len=budget.max_seq_len, seed=seed,
+    )
     progress.finish("loading model")
 
     needed = _estimate_gradient_bytes(

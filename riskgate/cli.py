@@ -26,6 +26,23 @@ Exit codes:
 DATASET_FORMATS = ["messages", "sharegpt", "alpaca", "prompt_completion", "text"]
 
 
+def one_line(message: str) -> str:
+    """Return `message` on one line: line breaks and other control characters become escapes.
+
+    Error messages quote dataset values and column names, and a line break in those must not
+    start a new output line (a line starting with `::error::` is a GitHub workflow command).
+    """
+    out = []
+    for char in str(message):
+        if char in "\r\n":
+            out.append("\\n" if char == "\n" else "\\r")
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _parse_columns(values: tuple[str, ...], flag: str) -> dict[str, str] | None:
     if not values:
         return None
@@ -99,9 +116,24 @@ def check(**options) -> None:
 
     verbosity = -1 if options["quiet"] else options["verbose"]
     console = Console(verbosity=verbosity)
+    _interrupt_on_sigterm()
     _configure_logging(verbosity, options["debug"])
     code = _run_check(console, options)
     sys.exit(int(code))
+
+
+def _interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (how CI systems cancel a job) like Ctrl-C: exit 3 with a message."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        # Only the main thread may set handlers; an embedding host keeps its own.
+        pass
 
 
 def _configure_logging(verbosity: int, debug: bool) -> None:
@@ -114,6 +146,7 @@ def _run_check(console, options) -> ExitCode:
     from .budget import Budget
 
     try:
+        _prepare_output_dir(options["output_dir"])
         budget = Budget(
             max_safety_examples=options["max_safety_examples"],
             max_finetune_examples=options["max_finetune_examples"],
@@ -149,10 +182,14 @@ def _run_check(console, options) -> ExitCode:
     except RiskgateError as exc:
         if options["debug"]:
             traceback.print_exc()
-        console.error(f"riskgate: error: {exc}")
+        message = str(exc)
+        problems = getattr(exc, "problems", None) or []
+        if len(problems) > 1 and isinstance(options["policy"], str):
+            message += f"; `riskgate policy validate {options['policy']}` lists all {len(problems)} problems"
+        console.error(f"riskgate: error: {one_line(message)}")
         return exc.exit_code
     except KeyboardInterrupt:
-        console.error("riskgate: error: interrupted; no report was written")
+        console.error("riskgate: error: interrupted (SIGINT or SIGTERM); no report was written")
         return ExitCode.RUNTIME_ERROR
     except MemoryError:
         console.error("riskgate: error: out of memory; narrow --params or lower --max-safety-examples")
@@ -160,13 +197,36 @@ def _run_check(console, options) -> ExitCode:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
         if options["debug"]:
             traceback.print_exc()
-        console.error(
+        console.error(one_line(
             f"riskgate: error: internal error ({type(exc).__name__}: {exc}); "
             "rerun with --debug and report the traceback"
-        )
+        ))
         return ExitCode.RUNTIME_ERROR
 
     return _finish(console, result, options)
+
+
+def _prepare_output_dir(folder: Path) -> None:
+    """Create the report folder, check that it is writable, and remove reports of earlier runs.
+
+    Checking first saves a full analysis that could not be saved. Removing old reports keeps a
+    failed or interrupted run from leaving an earlier verdict in place, where CI would read it.
+    """
+    import tempfile
+
+    from .errors import EnvironmentFailure
+    from .report.writer import RENDERERS
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".riskgate-write-check-"):
+            pass
+        for renderer in RENDERERS.values():
+            (folder / renderer.filename).unlink(missing_ok=True)
+    except OSError as exc:
+        raise EnvironmentFailure(
+            f"{folder}: report folder is not writable ({exc.strerror or exc}); choose a writable --output-dir"
+        ) from None
 
 
 def _finish(console, result, options) -> ExitCode:
@@ -181,13 +241,15 @@ def _finish(console, result, options) -> ExitCode:
         for fmt, path in paths.items():
             console.info(f"riskgate: wrote {fmt} report: {path}")
     except EnvironmentFailure as exc:
-        console.error(f"riskgate: error: {exc}")
-        code = ExitCode.RUNTIME_ERROR
+        console.result(console.table("riskgate summary", _summary_rows(report)))
+        console.result(one_line(
+            f"riskgate: ERROR: the reports could not be written ({exc}); "
+            f"the analysis verdict was {report['verdict'].upper()}: {report['reason']}"
+        ))
+        return ExitCode.RUNTIME_ERROR
 
     console.result(console.table("riskgate summary", _summary_rows(report)))
-    verdict = report["verdict"]
-    reason = report["reason"].removeprefix(f"{verdict}: ")
-    console.result(f"riskgate: {verdict.upper()}: {reason}")
+    console.result(one_line(f"riskgate: {report['verdict'].upper()}: {report['reason']}"))
     return code
 
 
@@ -349,5 +411,21 @@ def policy_show(spec: str) -> None:
     sys.exit(int(ExitCode.PASS))
 
 
+def run() -> None:
+    """Console entry point: `main` with click's usage errors printed on one line (exit 2)."""
+    try:
+        code = main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("riskgate: error: aborted", err=True)
+        sys.exit(int(ExitCode.RUNTIME_ERROR))
+    except click.ClickException as exc:
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see `{exc.ctx.command_path} --help`)"
+        click.echo(one_line(f"riskgate: error: {exc.format_message()}{hint}"), err=True)
+        sys.exit(int(ExitCode.INVALID_INPUT))
+    sys.exit(code or 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

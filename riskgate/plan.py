@@ -23,8 +23,21 @@ DEFAULT_OPTIMIZER = Optimizer.ADAMW
 DEFAULT_ADAM_EPSILON = 1e-8
 
 # transformers' `optim` values that the forecast treats as Adam-type or as SGD.
-_ADAM_PREFIXES = ("adamw", "adam", "paged_adamw", "lion")
+_ADAM_PREFIXES = ("adamw", "adam", "paged_adamw")
 _SGD_NAMES = ("sgd",)
+
+# Keys of a training config that riskgate reads; other keys are listed in the plan as ignored.
+_READ_KEYS = (
+    "learning_rate",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "optim",
+    "adam_epsilon",
+)
+# Keys that change the real run's trajectory but that the forecast does not model.
+_UNMODELLED_KEYS = ("lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "max_grad_norm")
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ class TrainingPlan:
     """`flags`, `config:<path>` or `defaults`."""
     defaults_used: tuple[str, ...] = field(default=())
     """Fields that took their default value because nothing set them."""
+    unmodelled: tuple[str, ...] = field(default=())
+    """Config keys that shape the real run but that the forecast leaves out (warm-up, decay)."""
 
     def to_dict(self) -> dict:
         return {
@@ -53,7 +68,22 @@ class TrainingPlan:
             "adam_epsilon": self.adam_epsilon,
             "source": self.source,
             "defaults_used": list(self.defaults_used),
+            "unmodelled": list(self.unmodelled),
         }
+
+
+def _as_number(value):
+    """Return `value` as a float when it is a numeric string such as '1e-3'.
+
+    PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as a string, while training configs
+    commonly write learning rates that way.
+    """
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _check_positive(name: str, value, where: str, *, integer: bool) -> None:
@@ -130,7 +160,10 @@ def _read_config(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{path}: cannot read training config: {exc}") from None
 
-    if path.suffix.lower() == ".json":
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise PlanError(f"{path}: unsupported training config type '{suffix}'; use a .yaml, .yml or .json file")
+    if suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -158,9 +191,10 @@ def plan_from_config(path: str | Path, *, num_records: int) -> TrainingPlan:
     TrainingArguments dump carries many that do not affect the forecast.
     """
     path = Path(path)
-    data = _read_config(path)
+    data = {key: _as_number(value) for key, value in _read_config(path).items()}
     where = str(path)
     defaults: list[str] = []
+    _reject_misspelt_keys(data, where)
 
     learning_rate = data.get("learning_rate")
     if learning_rate is None:
@@ -207,7 +241,20 @@ def plan_from_config(path: str | Path, *, num_records: int) -> TrainingPlan:
         adam_epsilon=float(adam_epsilon),
         source=f"config:{path}",
         defaults_used=tuple(defaults),
+        unmodelled=tuple(key for key in _UNMODELLED_KEYS if key in data),
     )
+
+
+def _reject_misspelt_keys(data: dict, where: str) -> None:
+    """Raise PlanError for an unknown key that is one typo away from a key riskgate reads."""
+    import difflib
+
+    for key in data:
+        if key in _READ_KEYS or not isinstance(key, str):
+            continue
+        close = difflib.get_close_matches(key, _READ_KEYS, n=1, cutoff=0.85)
+        if close:
+            raise PlanError(f"{where}: unknown key '{key}'; did you mean '{close[0]}'?")
 
 
 def resolve_plan(

@@ -13,7 +13,7 @@ import pytest
 from chat_files import write_chat
 from click.testing import CliRunner
 
-from riskgate.cli import main
+from riskgate.cli import main, one_line
 
 SMALL_BUDGET = [
     "--max-safety-examples", "6",
@@ -80,15 +80,21 @@ def pass_policy(tmp_path) -> Path:
     return write_policy(tmp_path, PASS_THRESHOLDS, "pass")
 
 
-def test_pass_writes_three_reports(tiny_checkpoint, data_dir, pass_policy, tmp_path):
+def test_clean_run_writes_three_reports(tiny_checkpoint, data_dir, pass_policy, tmp_path):
     out = tmp_path / "reports"
+    stale = out / "report.sarif"
+    out.mkdir()
+    stale.write_text("left over from an earlier run")
     result = run_check("--model", str(tiny_checkpoint), *data_args(data_dir),
                        "--policy", str(pass_policy), "--output-dir", str(out), *SMALL_BUDGET)
     assert result.exit_code == 0, result.output
-    assert last_line(result.output).startswith("riskgate: PASS")
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
     report = json.loads((out / "report.json").read_text())
-    assert report["verdict"] == "pass"
+    # With no thresholds, only linear_term (the tiny model sits at no safety optimum) can warn.
+    assert report["verdict"] in ("pass", "warn")
+    assert last_line(result.output).startswith(f"riskgate: {report['verdict'].upper()}: ")
+    warned = [f["rule"] for f in report["findings"] if f["status"] == "warn"]
+    assert warned in ([], ["linear_term"])
     assert report["exit_code"] == 0
     assert report["complete"] is True
     assert "builtin" not in report["safety_data"]
@@ -167,7 +173,7 @@ def test_invalid_input_exits_two(tiny_checkpoint, data_dir, tmp_path, arguments,
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert "Traceback" not in result.output
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def test_invalid_record_names_record(tiny_checkpoint, data_dir, tmp_path):
@@ -185,14 +191,34 @@ def test_invalid_record_names_record(tiny_checkpoint, data_dir, tmp_path):
     assert "record 1" in error_lines[0]
 
 
-def test_unwritable_output_still_prints_verdict(tiny_checkpoint, data_dir, pass_policy, tmp_path):
+def test_unwritable_output_fails_early(tiny_checkpoint, data_dir, pass_policy, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = run_check("--model", str(tiny_checkpoint), *data_args(data_dir), "--policy", str(pass_policy),
                        "--output-dir", str(blocker / "reports"), *SMALL_BUDGET)
     assert result.exit_code == 3, result.output
-    assert "cannot write the report" in result.output
-    assert last_line(result.output).startswith("riskgate: PASS")
+    assert last_line(result.output).startswith("riskgate: error: ")
+    assert "report folder is not writable" in result.output
+    assert "safety gradients" not in result.output
+
+
+def test_one_line_escapes_breaks():
+    assert one_line("role 'bot\n::error::x'") == "role 'bot\\n::error::x'"
+    assert one_line("a\rb\x1bc") == "a\\rb\\x1bc"
+    assert one_line("plain text") == "plain text"
+
+
+def test_usage_error_is_one_line():
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "riskgate.cli", "check", "--model", "m", "--dataset", "d", "--format", "pdf"],
+        capture_output=True, text=True,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1
+    assert completed.stderr.startswith("riskgate: error: Invalid value for '--format'")
 
 
 def test_help_documents_exit_codes():

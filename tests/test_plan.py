@@ -105,3 +105,40 @@ def test_invalid_config(tmp_path, text, expected):
 def test_missing_config(tmp_path):
     with pytest.raises(PlanError, match="training config file not found"):
         resolve(train_config=tmp_path / "absent.yaml")
+
+
+def test_yaml_exponent_learning_rate(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("learning_rate: 1e-3\nmax_steps: 10\n")
+    plan = resolve(train_config=path)
+    assert plan.learning_rate == 1e-3
+
+
+def test_misspelt_key_rejected(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("learning_rate: 1.0e-4\nmax_stpes: 10\n")
+    with pytest.raises(PlanError, match="unknown key 'max_stpes'; did you mean 'max_steps'"):
+        resolve(train_config=path)
+
+
+def test_unmodelled_keys_listed(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("learning_rate: 1.0e-4\nwarmup_steps: 100\nlr_scheduler_type: cosine\noutput_dir: out\n")
+    plan = resolve(train_config=path)
+    assert plan.unmodelled == ("lr_scheduler_type", "warmup_steps")
+    assert plan.to_dict()["unmodelled"] == ["lr_scheduler_type", "warmup_steps"]
+
+
+@pytest.mark.parametrize("name", ["lion_32bit", "adafactor", "rmsprop"])
+def test_unsupported_optimizers(tmp_path, name):
+    path = tmp_path / "train.yaml"
+    path.write_text(f"optim: {name}\n")
+    with pytest.raises(PlanError, match=f"optimizer '{name}' is not supported"):
+        resolve(train_config=path)
+
+
+def test_unsupported_config_type(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text("learning_rate = 1e-4\n")
+    with pytest.raises(PlanError, match="unsupported training config type '.toml'"):
+        resolve(train_config=path)

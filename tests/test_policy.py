@@ -552,7 +552,7 @@ def test_evaluate_pass() -> None:
     evaluation = evaluate(make_policy(), make_metrics())
 
     assert evaluation.verdict is Verdict.PASS
-    assert evaluation.reason == "pass: all 6 rules within thresholds"
+    assert evaluation.reason == "all 7 rules within thresholds"
     assert [f.rule for f in evaluation.findings] == [
         "analysis_complete",
         "min_safety_examples",
@@ -586,7 +586,7 @@ def test_evaluate_warn() -> None:
     assert overlap.status is FindingStatus.WARN
     assert overlap.level == "warn"
     assert overlap.threshold == 0.3
-    assert evaluation.reason == "warn: overlap_ratio 0.45 >= warn threshold 0.3, fail threshold 0.6"
+    assert evaluation.reason == "overlap_ratio 0.45 >= warn threshold 0.3, fail threshold 0.6"
 
 
 def test_evaluate_warn_at_threshold() -> None:
@@ -599,7 +599,7 @@ def test_evaluate_fail() -> None:
     overlap = finding(evaluation, "overlap_ratio")
 
     assert evaluation.verdict is Verdict.FAIL
-    assert evaluation.reason == "fail: overlap_ratio 0.71 >= fail threshold 0.6"
+    assert evaluation.reason == "overlap_ratio 0.71 >= fail threshold 0.6"
     assert overlap.status is FindingStatus.FAIL
     assert overlap.level == "fail"
     assert overlap.threshold == 0.6
@@ -613,7 +613,7 @@ def test_evaluate_fail_counts_more() -> None:
         make_policy(), make_metrics(overlap_ratio=0.9, delta_u_at_planned_steps=0.5)
     )
     assert evaluation.verdict is Verdict.FAIL
-    assert evaluation.reason == "fail: overlap_ratio 0.9 >= fail threshold 0.6 (and 1 more)"
+    assert evaluation.reason == "overlap_ratio 0.9 >= fail threshold 0.6 (and 1 more)"
 
 
 def test_evaluate_fail_beats_warn() -> None:
@@ -621,13 +621,13 @@ def test_evaluate_fail_beats_warn() -> None:
         make_policy(), make_metrics(overlap_ratio=0.4, delta_u_at_planned_steps=0.2)
     )
     assert evaluation.verdict is Verdict.FAIL
-    assert evaluation.reason.startswith("fail: delta_u_at_planned_steps 0.2 >= fail threshold 0.1")
+    assert evaluation.reason.startswith("delta_u_at_planned_steps 0.2 >= fail threshold 0.1")
 
 
 def test_evaluate_error_beats_fail() -> None:
     evaluation = evaluate(make_policy(), make_metrics(overlap_ratio=0.9, safety_examples=4))
     assert evaluation.verdict is Verdict.ERROR
-    assert evaluation.reason.startswith("error: safety_examples 4 < minimum 32")
+    assert evaluation.reason.startswith("safety_examples 4 < minimum 32")
 
 
 @pytest.mark.parametrize(("value", "shown"), [(None, "None"), (math.nan, "NaN")])
@@ -698,7 +698,7 @@ def test_evaluate_collapse_ratio(collapse_step: int, status: FindingStatus, thre
 def test_evaluate_collapse_ratio_message() -> None:
     evaluation = evaluate(make_policy(), make_metrics(collapse_step=500))
     assert evaluation.reason == (
-        "fail: collapse_step_ratio 0.5 <= fail threshold 1 (collapse at step 500 of 1000 planned)"
+        "collapse_step_ratio 0.5 <= fail threshold 1 (collapse forecast at step 500, 1000 steps planned)"
     )
 
 
@@ -738,7 +738,7 @@ def test_evaluate_sample_minimum(field: str, rule: str, minimum: int) -> None:
     assert below_finding.status is FindingStatus.ERROR
     assert below_finding.value == minimum - 1
     assert below_finding.threshold == minimum
-    assert below.reason.startswith(f"error: {field} {minimum - 1} < minimum {minimum}")
+    assert below.reason.startswith(f"{field} {minimum - 1} < minimum {minimum}")
     assert at.verdict is Verdict.PASS
     assert finding(at, rule).status is FindingStatus.PASS
 
@@ -751,25 +751,38 @@ def test_evaluate_incomplete_never_passes() -> None:
     assert evaluation.verdict is Verdict.ERROR
     assert complete.status is FindingStatus.ERROR
     assert evaluation.reason == (
-        "error: analysis_complete: analysis incomplete: time budget of 600 s exhausted"
+        "analysis_complete: analysis incomplete: time budget of 600 s exhausted"
     )
 
 
-def test_evaluate_linear_term_informational() -> None:
+def test_evaluate_linear_term_warns() -> None:
     evaluation = evaluate(make_policy(), make_metrics(linear_dominates=True))
     linear = finding(evaluation, "linear_term")
 
     assert linear.status is FindingStatus.WARN
-    assert linear.level == "info"
+    assert linear.level == "warn"
     assert "does not sit at a safety optimum" in linear.message
-    assert evaluation.verdict is Verdict.PASS
+    assert evaluation.verdict is Verdict.WARN
+    assert exit_code_for(evaluation.verdict, fail_on_warn=True) == ExitCode.POLICY_FAILURE
+
+
+def test_evaluate_missing_forecast_not_passed() -> None:
+    evaluation = evaluate(
+        make_policy(),
+        make_metrics(collapse_search_limit=None, complete=False, incomplete_reason="time budget exhausted"),
+    )
+
+    assert finding(evaluation, "collapse_step_ratio").status is FindingStatus.ERROR
+    assert "not computed" in finding(evaluation, "collapse_step_ratio").message
+    assert finding(evaluation, "linear_term").status is FindingStatus.ERROR
+    assert evaluation.verdict is Verdict.ERROR
 
 
 def test_evaluation_to_dict() -> None:
     data = evaluate(make_policy(), make_metrics(overlap_ratio=0.71)).to_dict()
 
     assert data["verdict"] == "fail"
-    assert data["reason"] == "fail: overlap_ratio 0.71 >= fail threshold 0.6"
+    assert data["reason"] == "overlap_ratio 0.71 >= fail threshold 0.6"
     overlap = next(f for f in data["findings"] if f["rule"] == "overlap_ratio")
     assert overlap == {
         "rule": "overlap_ratio",

@@ -140,6 +140,11 @@ def _quiet_datasets() -> Iterator[None]:
     """
     import datasets
 
+    # Reading a local file must not touch the network: `datasets.load_dataset` otherwise sends
+    # a request to count downloads (datasets 5.2, `load.increase_load_count`) unless offline.
+    datasets.config.HF_HUB_OFFLINE = True
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+
     library_logger = logging.getLogger("datasets")
     previous_level = library_logger.level
     bars_were_disabled = datasets.are_progress_bars_disabled()

@@ -1,8 +1,9 @@
 """Evaluate a policy on the metrics of one analysis: one finding per rule, then a verdict.
 
 Verdict precedence: error if any finding is an error (an incomplete analysis never passes),
-else fail if any fails, else warn if any warns, else pass. Informational findings (level
-"info", such as `linear_term`) are reported but never change the verdict.
+else fail if any fails, else warn if any warns, else pass. `linear_term` warns when the
+first-order term dominates the forecast, because the forecast then rests on an assumption the
+model breaks (that it sits at a safety optimum); --fail-on-warn turns that into a failure.
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def _verdict(findings: list[Finding]) -> tuple[Verdict, str]:
         matching = [finding for finding in gating if finding.status is status]
         if matching:
             more = f" (and {len(matching) - 1} more)" if len(matching) > 1 else ""
-            return verdict, f"{verdict.value}: {matching[0].message}{more}"
-    return Verdict.PASS, f"pass: all {len(gating)} rules within thresholds"
+            return verdict, f"{matching[0].message}{more}"
+    return Verdict.PASS, f"all {len(gating)} rules within thresholds"
 
 
 def _is_informational(finding: Finding) -> bool:
-    return finding.rule == "linear_term"
+    """No rule is informational today; the hook stays for rules that report without gating."""
+    return False
 
 
 def _analysis_complete(metrics: Metrics) -> Finding:
@@ -125,7 +127,10 @@ def _sample_minimum(rule: str, metric: str, count: int, minimum: int) -> Finding
 
 
 def _linear_term(metrics: Metrics) -> Finding:
-    if metrics.linear_dominates:
+    if metrics.collapse_search_limit is None:
+        status = FindingStatus.ERROR
+        message = "linear_term not computed: the forecast did not run"
+    elif metrics.linear_dominates:
         status = FindingStatus.WARN
         message = (
             "linear_term: the first-order safety-loss term dominates the forecast: "
@@ -141,7 +146,7 @@ def _linear_term(metrics: Metrics) -> Finding:
         warn_threshold=None,
         fail_threshold=None,
         threshold=None,
-        level="info",
+        level=_LEVELS[status],
         status=status,
         message=message,
     )
@@ -164,7 +169,7 @@ def _threshold_finding(threshold: Threshold, metrics: Metrics) -> Finding:
         if metrics.collapse_step is None:
             return _no_collapse(threshold, metrics)
         value = metrics.collapse_step / metrics.planned_steps
-        context = f" (collapse at step {metrics.collapse_step} of {metrics.planned_steps} planned)"
+        context = f" (collapse forecast at step {metrics.collapse_step}, {metrics.planned_steps} steps planned)"
     elif metric == "collapse_step":
         if metrics.collapse_step is None:
             return _no_collapse(threshold, metrics)
@@ -210,6 +215,10 @@ def _message(threshold: Threshold, value: float, status: FindingStatus) -> str:
 def _no_collapse(threshold: Threshold, metrics: Metrics) -> Finding:
     """Pass a collapse rule whose forecast never reached tau within the searched steps."""
     limit = metrics.collapse_search_limit
+    if limit is None:
+        # No search limit means the forecast itself did not run.
+        return _finding(threshold, None, FindingStatus.ERROR, None,
+                        f"{threshold.metric} not computed: the forecast did not run")
     searched = f"the searched {limit} steps" if limit is not None else "the searched horizon"
     message = f"{threshold.metric}: no collapse forecast within {searched}"
 
