@@ -49,3 +49,7 @@ def __getattr__(name: str):
 
         return Budget
     raise AttributeError(f"module 'riskgate' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

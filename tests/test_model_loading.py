@@ -454,8 +454,12 @@ def test_corrupt_checkpoint_names_file(checkpoint_copy, corrupt, file_name, expe
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [(b"\x00" * 64, "not a GGUF file"), (b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 56, "could not be loaded")],
-    ids=["garbage", "header_broken"],
+    [
+        (b"\x00" * 64, "not a GGUF file"),
+        (b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 56, "could not be loaded"),
+        (b"GGUF" + b"\x03\x00\x00\x00" + b"garbage", "could not be loaded"),
+    ],
+    ids=["garbage", "header_broken", "header_truncated"],
 )
 def test_corrupt_gguf_names_file(tmp_path, content, expected):
     path = tmp_path / "broken.gguf"

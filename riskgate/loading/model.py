@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,7 +422,8 @@ def _load_tokenizer(kind: ModelKind, path: Path, trust_remote_code: bool) -> Any
         return AutoTokenizer.from_pretrained(
             location, local_files_only=True, trust_remote_code=trust_remote_code, **extra
         )
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, struct.error) as error:
+        # The gguf reader raises struct.error or IndexError on a truncated header.
         if kind is ModelKind.GGUF:
             fix = "the GGUF file is corrupt or contains no tokenizer; copy or convert it again"
         else:
@@ -470,7 +472,7 @@ def _load_weights(
             f"rejects (UnpicklingError: {_one_line(error)}); convert them to safetensors where the "
             "source is trusted"
         ) from None
-    except (OSError, ValueError, KeyError, EOFError, SafetensorError) as error:
+    except (OSError, ValueError, KeyError, EOFError, IndexError, struct.error, SafetensorError) as error:
         raise CheckpointError(
             f"{path}: checkpoint could not be loaded ({type(error).__name__}: {_one_line(error)}); "
             "check the files or save the checkpoint again"

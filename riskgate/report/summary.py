@@ -102,6 +102,9 @@ def key_numbers(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     rank_text = value_of(sharpness, "k")
     if sharpness is not None:
         rank_text += f" (rho {format_number(sharpness.get('rho'))}, k_max {format_number(sharpness.get('k_max'))})"
+        explained, rho = sharpness.get("explained_fraction"), sharpness.get("rho")
+        if isinstance(explained, (int, float)) and isinstance(rho, (int, float)) and explained < rho:
+            rank_text += f"; explains {format_number(explained)} of tr(F), capped before rho"
 
     if forecast is None:
         delta_u_name = "delta_u at planned steps"
@@ -226,7 +229,8 @@ def input_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     safety_source = str(safety.get("path") or NOT_AVAILABLE)
     if safety.get("builtin"):
         safety_source += " (built-in)"
-    extends = policy.get("extends_chain") or []
+    # The chain starts with the policy itself; its parents follow.
+    extends = (policy.get("extends_chain") or [])[1:]
     policy_details = "extends " + " -> ".join(str(name) for name in extends) if extends else "extends nothing"
     plan_details = (
         f"learning rate {format_number(plan.get('learning_rate'))}, {format_number(plan.get('max_steps'))} steps,"
@@ -263,7 +267,7 @@ def budget_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [
         ("safety examples", limit_text("max_safety_examples"), format_number(used.get("safety_examples"))),
         ("fine-tune examples", limit_text("max_finetune_examples"), format_number(used.get("finetune_examples"))),
-        ("tokens per sequence", limit_text("max_seq_len"), NOT_AVAILABLE),
+        ("tokens per sequence", limit_text("max_seq_len"), f"{format_number(used.get('sequences_truncated'))} sequences truncated"),
         ("safety tokens", "no limit", format_number(used.get("safety_tokens"))),
         ("fine-tune tokens", "no limit", format_number(used.get("finetune_tokens"))),
         ("time (s)", limit_text("time_budget_s"), format_number(used.get("elapsed_s"))),
