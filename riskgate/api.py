@@ -209,6 +209,7 @@ def check(
         planned_steps=plan.max_steps,
         optimizer=plan.optimizer,
         adam_epsilon=plan.adam_epsilon,
+        seed=seed,
     )
     pad_token_id = _pad_token_id(loaded_model.tokenizer)
     diagnostics, errors = _run(loaded_model.model, scoped_params, scope.names, safety_encoded, fine_encoded,

@@ -165,14 +165,40 @@ def _forecast(result: DiagnosticsResult) -> dict | None:
     }
 
 
+def _uncertainty(result: DiagnosticsResult) -> dict | None:
+    uncertainty = result.uncertainty
+    if uncertainty is None:
+        return None
+
+    def interval(value) -> dict:
+        return {"p05": value.low, "p50": value.median, "p95": value.high}
+
+    collapse = uncertainty.collapse_step
+    return {
+        "method": "bootstrap over safety and fine-tune sequences; H v held fixed",
+        "resamples": uncertainty.resamples,
+        "seed": uncertainty.seed,
+        "overlap_ratio": interval(uncertainty.overlap_ratio),
+        "gamma_hat": interval(uncertainty.gamma_hat),
+        "collapse_step": None if collapse is None else {
+            "p05": collapse.low, "p50": collapse.median, "p95": collapse.high,
+            "none_fraction": collapse.none_fraction,
+        },
+    }
+
+
 def checks_section(result: DiagnosticsResult | None) -> dict:
     if result is None:
-        return {"sharpness": None, "initial_orthogonality": None, "curvature_coupling": None, "quartic_forecast": None}
+        return {
+            "sharpness": None, "initial_orthogonality": None, "curvature_coupling": None,
+            "quartic_forecast": None, "uncertainty": None,
+        }
     return {
         "sharpness": _sharpness(result),
         "initial_orthogonality": _overlap(result),
         "curvature_coupling": _curvature(result),
         "quartic_forecast": _forecast(result),
+        "uncertainty": _uncertainty(result),
     }
 
 

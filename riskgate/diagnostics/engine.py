@@ -23,6 +23,7 @@ from .forecast import ForecastInputs, ForecastResult, quartic_forecast
 from .gradients import hessian_vector_product, per_sequence_gradients
 from .overlap import OverlapResult, initial_overlap
 from .settings import DiagnosticSettings, Optimizer, Stage
+from .uncertainty import BootstrapInputs, UncertaintyResult, bootstrap
 
 COLUMN_CHUNK = 1 << 20
 
@@ -55,6 +56,7 @@ class DiagnosticsResult:
     overlap: OverlapResult | None
     curvature: CurvatureResult | None
     forecast: ForecastResult | None
+    uncertainty: UncertaintyResult | None
     safety: SetUsage
     finetune: SetUsage
     optimizer_form: str
@@ -87,6 +89,18 @@ def _inner_products(left: torch.Tensor, right: torch.Tensor, scale: torch.Tensor
     return result
 
 
+def _direction_gram(gradients: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """Return <u_m, u_m'> for u_m = scale * g'_m, float64, (M, d) -> (M, M), by chunks."""
+    result = torch.zeros((gradients.shape[0], gradients.shape[0]), dtype=torch.float64)
+    for start in range(0, gradients.shape[1], COLUMN_CHUNK):
+        columns = slice(start, start + COLUMN_CHUNK)
+        block = gradients[:, columns].to(torch.float64)
+        if scale is not None:
+            block = block * scale[columns]
+        result += block @ block.T
+    return result
+
+
 def run_diagnostics(
     model: torch.nn.Module,
     params: Sequence[torch.Tensor],
@@ -106,7 +120,7 @@ def run_diagnostics(
     def report(stage: Stage):
         return None if progress is None else (lambda done, total: progress(stage, done, total))
 
-    sharpness = overlap = curvature = forecast = None
+    sharpness = overlap = curvature = forecast = uncertainty = None
     optimizer_form = "adam" if settings.optimizer is Optimizer.ADAMW else "sgd"
     incomplete_reason = None
     try:
@@ -115,9 +129,9 @@ def run_diagnostics(
             model, params, safety, pad_token_id=pad_token_id, deadline=deadline,
             stage=Stage.SAFETY_GRADIENTS.value, progress=report(Stage.SAFETY_GRADIENTS),
         )  # (n, d)
+        gram = gram_matrix(safety_grads)  # K, (n, n)
         subspace = fisher_subspace(
-            gram_matrix(safety_grads), rho=settings.rho, k_max=settings.k_max,
-            gradient_dtype=safety_grads.dtype,
+            gram, rho=settings.rho, k_max=settings.k_max, gradient_dtype=safety_grads.dtype
         )
         rows, entries = sensitivity_map(safety_grads, subspace, names, shapes)
         sharpness = SharpnessResult(subspace, tuple(rows), tuple(entries))
@@ -147,6 +161,7 @@ def run_diagnostics(
             noise_variance = float((subspace.eigenvalues * variance).sum())
         else:
             noise_variance = 0.0
+        direction_gram = _direction_gram(finetune_grads, preconditioner)  # <u_m, u_m'>, (M, M)
         del finetune_grads
 
         # Check 3: h = H v for SGD, h = D H v = D H D g for Adam.
@@ -182,6 +197,17 @@ def run_diagnostics(
             batch_size=settings.batch_size, planned_steps=settings.planned_steps,
             optimizer_form=optimizer_form, path=path,
         )
+
+        # Sampling uncertainty, from the quantities above without new passes.
+        if settings.bootstrap_resamples > 0:
+            deadline.check("bootstrap")
+            uncertainty = bootstrap(
+                BootstrapInputs(gram, per_example, direction_gram, inner_h, curvature.hvp_norm, safety_grads.dtype),
+                rho=settings.rho, k_max=settings.k_max, orthogonality_level=settings.orthogonality_level,
+                tau=settings.tau, learning_rate=settings.learning_rate, batch_size=settings.batch_size,
+                search_limit=forecast.search_limit_step, with_collapse=path is None,
+                resamples=settings.bootstrap_resamples, seed=settings.seed,
+            )
     except BudgetExhausted as exc:
         incomplete_reason = str(exc)
 
@@ -190,6 +216,7 @@ def run_diagnostics(
         overlap=overlap,
         curvature=curvature,
         forecast=forecast,
+        uncertainty=uncertainty,
         safety=_usage(safety, state["safety_losses"]),
         finetune=_usage(finetune, state["finetune_losses"]),
         optimizer_form=optimizer_form,

@@ -37,5 +37,9 @@ class DiagnosticSettings:
     planned_steps: int
     optimizer: Optimizer = Optimizer.ADAMW
     adam_epsilon: float = 1e-8
+    bootstrap_resamples: int = 200
+    """Bootstrap resamples for the uncertainty intervals; 0 skips them."""
+    seed: int = 0
+    """Seed of the bootstrap resampling."""
     micro_batch_size: int = 4
     """Sequences per forward pass in the curvature pass; results do not depend on it."""

@@ -116,12 +116,29 @@ def key_numbers(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             f" (tau {format_number(forecast.get('tau'))})"
         )
 
+    uncertainty = check(report, "uncertainty")
+
+    def with_interval(text: str, key: str) -> str:
+        """Append the bootstrap 90% interval of `key` when the report has one."""
+        interval = (uncertainty or {}).get(key)
+        if not isinstance(interval, dict):
+            return text
+        low, high = interval.get("p05"), interval.get("p95")
+        if key == "collapse_step":
+            low = "none" if low is None else format_number(low)
+            high = "none" if high is None else format_number(high)
+        else:
+            low, high = format_number(low), format_number(high)
+        return f"{text} (90% bootstrap interval {low} to {high})"
+
     return [
         ("k", rank_text, "rank of the sensitive subspace of the safety Fisher"),
-        ("overlap_ratio", value_of(orthogonality, "overlap_ratio"), "||P g|| / ||g||, share of the fine-tune gradient inside it"),
+        ("overlap_ratio", with_interval(value_of(orthogonality, "overlap_ratio"), "overlap_ratio"),
+         "||P g|| / ||g||, share of the fine-tune gradient inside it"),
         ("epsilon", value_of(orthogonality, "epsilon"), "||P g||, initial overlap"),
-        ("gamma_hat", value_of(coupling, "gamma_hat"), "||F^1/2 P H g||, curvature coupling"),
-        ("collapse_step", collapse_step_text(forecast), "first step where the forecast delta_u reaches tau"),
+        ("gamma_hat", with_interval(value_of(coupling, "gamma_hat"), "gamma_hat"), "||F^1/2 P H g||, curvature coupling"),
+        ("collapse_step", with_interval(collapse_step_text(forecast), "collapse_step"),
+         "first step where the forecast delta_u reaches tau"),
         (delta_u_name, delta_u_text, "forecast safety-loss increase, nats per response token"),
         ("horizon_step", horizon_step_text(forecast), "step where the second-order expansion becomes doubtful"),
     ]
