@@ -90,3 +90,20 @@ def test_import_is_light():
     code = "import sys, riskgate, riskgate.cli; print('torch' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "False"
+
+
+def test_tokenizer_padding_side_irrelevant(tiny_checkpoint, inputs, tmp_path):
+    import shutil
+
+    left = tmp_path / "left-padded"
+    shutil.copytree(tiny_checkpoint, left)
+    config_path = left / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["padding_side"] = "left"
+    config_path.write_text(json.dumps(config))
+
+    right_numbers = numbers(run(tiny_checkpoint, inputs).report["checks"])
+    left_numbers = numbers(run(left, inputs).report["checks"])
+    assert right_numbers.keys() == left_numbers.keys()
+    for key, value in right_numbers.items():
+        assert math.isclose(value, left_numbers[key], rel_tol=1e-6, abs_tol=1e-12), key
