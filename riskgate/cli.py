@@ -137,7 +137,12 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _configure_logging(verbosity: int, debug: bool) -> None:
-    level = logging.DEBUG if debug or verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
+    if debug or verbosity >= 2:
+        level = logging.DEBUG
+    elif verbosity == 1:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
     logging.basicConfig(level=level, format="riskgate: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
 
 

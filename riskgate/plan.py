@@ -1,8 +1,8 @@
 """The training plan the forecast assumes: learning rate, steps, batch size and optimizer.
 
-A plan comes from command-line flags, from a training config file that uses the names of
-transformers' `TrainingArguments`, or, when neither is given, from defaults that follow
-`TrainingArguments` (learning rate 5e-5, batch size 8, AdamW, 3 epochs over the fine-tune set).
+A plan comes from command-line flags or from a training config file that uses the names of
+transformers' `TrainingArguments`. Values that neither sets follow the `TrainingArguments`
+defaults: learning rate 5e-5, batch size 8, AdamW, 3 epochs over the fine-tune set.
 The report lists which values were defaults.
 """
 
@@ -42,7 +42,7 @@ _UNMODELLED_KEYS = ("lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """What the planned fine-tune will do, as the forecast needs it."""
+    """The planned fine-tune, as far as the forecast models it."""
 
     learning_rate: float
     """Peak learning rate eta; the forecast's time is t = eta * step."""
@@ -187,7 +187,7 @@ def plan_from_config(path: str | Path, *, num_records: int) -> TrainingPlan:
     """Read a YAML or JSON file with `TrainingArguments` names.
 
     Reads learning_rate, max_steps (or num_train_epochs), per_device_train_batch_size,
-    gradient_accumulation_steps, optim and adam_epsilon; other keys are ignored, as a full
+    gradient_accumulation_steps, optim and adam_epsilon. Other keys are ignored, because a full
     TrainingArguments dump carries many that do not affect the forecast.
     """
     path = Path(path)

@@ -30,7 +30,7 @@ COLUMN_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class SetUsage:
-    """What one set contributed to the analysis."""
+    """Sequence and token counts of one set, and its mean loss at theta*."""
 
     sequences: int
     tokens: int

@@ -127,7 +127,7 @@ def bootstrap(
                 gradient_dtype=inputs.gradient_dtype,
             )
         except AnalysisError:
-            # A resample of only zero-gradient sequences has no subspace; it says nothing.
+            # A resample of only zero-gradient sequences has no subspace, so it is left out.
             continue
 
         per_example = inputs.per_example_inner[safety_rows][:, finetune_rows]  # (n, M)
