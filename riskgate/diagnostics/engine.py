@@ -4,7 +4,11 @@ Passes, in order (n safety sequences, M fine-tune sequences, d scoped parameters
 1. safety: per-sequence gradients G (n, d) -> Gram matrix -> Fisher subspace (Check 1);
 2. fine-tune: per-example gradients (M, d) -> update direction v and per-example directions
    u_m -> inner products G v and G u_m (Check 2 and the noise term);
-3. curvature: h = H v (or D H D g for Adam) by double backward -> G h (Checks 3 and 4).
+3. curvature: h = H v (or D H D g for Adam) by double backward, one sequence at a time so that
+   G h_m is known per record -> G h (Checks 3 and 4, record attribution).
+
+The safety side (pass 1) does not depend on the fine-tune data, so `rerun_without` repeats only
+passes 2-3 on a subset of the fine-tune records (the what-if of dropping the riskiest ones).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from dataclasses import dataclass
 import torch
 
 from ..budget import BudgetExhausted, Deadline
+from ..errors import AnalysisError
 from ..loading.records import EncodedSequence
 from .adam_path import ClippedAdamPath
 from .curvature import CurvatureResult, curvature_coupling
 from .fisher import EigenvectorEntry, FisherSubspace, TensorSensitivity, fisher_subspace, gram_matrix, sensitivity_map
 from .forecast import ForecastInputs, ForecastResult, quartic_forecast
 from .gradients import hessian_vector_product, per_sequence_gradients
+from .attribution import RecordScore, record_scores
 from .overlap import OverlapResult, initial_overlap
 from .settings import DiagnosticSettings, Optimizer, Stage
 from .uncertainty import BootstrapInputs, UncertaintyResult, bootstrap
@@ -57,6 +63,8 @@ class DiagnosticsResult:
     curvature: CurvatureResult | None
     forecast: ForecastResult | None
     uncertainty: UncertaintyResult | None
+    records: tuple[RecordScore, ...]
+    """Per fine-tune record attribution, in the order of the analysed sequences."""
     safety: SetUsage
     finetune: SetUsage
     optimizer_form: str
@@ -101,46 +109,111 @@ def _direction_gram(gradients: torch.Tensor, scale: torch.Tensor | None) -> torc
     return result
 
 
-def run_diagnostics(
-    model: torch.nn.Module,
-    params: Sequence[torch.Tensor],
-    names: Sequence[str],
-    safety: Sequence[EncodedSequence],
-    finetune: Sequence[EncodedSequence],
-    settings: DiagnosticSettings,
-    *,
-    pad_token_id: int,
-    deadline: Deadline,
-    progress: ProgressCallback | None = None,
-) -> DiagnosticsResult:
-    """Run Checks 1-4. A spent time budget gives a result with complete=False, never a pass."""
-    shapes = [tuple(p.shape) for p in params]
-    state: dict = {"safety_losses": None, "finetune_losses": None}
+@dataclass
+class _SafetySide:
+    """Pass 1, kept so that the fine-tune side can be recomputed on a subset of records."""
 
-    def report(stage: Stage):
+    gradients: torch.Tensor  # G, (n, d)
+    gram: torch.Tensor  # K, (n, n)
+    subspace: FisherSubspace
+    sharpness: SharpnessResult
+    losses: torch.Tensor
+    sequences: Sequence[EncodedSequence]
+
+
+@dataclass
+class _FinetuneState:
+    """Per-example fine-tune gradients (M, d) and their losses, for reruns on subsets."""
+
+    gradients: torch.Tensor
+    losses: torch.Tensor
+    sequences: Sequence[EncodedSequence]
+
+
+class DiagnosticsRun:
+    """The passes of one analysis; `result` holds the checks, `rerun_without` the what-if."""
+
+    def __init__(self, model, params, names, settings: DiagnosticSettings, *, pad_token_id: int,
+                 deadline: Deadline, progress: ProgressCallback | None = None) -> None:
+        self.model = model
+        self.params = list(params)
+        self.names = list(names)
+        self.settings = settings
+        self.pad_token_id = pad_token_id
+        self.deadline = deadline
+        self.progress = progress
+        self.safety_side: _SafetySide | None = None
+        self.finetune_state: _FinetuneState | None = None
+
+    def _report(self, stage: Stage):
+        progress = self.progress
         return None if progress is None else (lambda done, total: progress(stage, done, total))
 
-    sharpness = overlap = curvature = forecast = uncertainty = None
-    optimizer_form = "adam" if settings.optimizer is Optimizer.ADAMW else "sgd"
-    incomplete_reason = None
-    try:
-        # Check 1: per-sequence safety gradients and the Fisher subspace.
-        safety_grads, state["safety_losses"] = per_sequence_gradients(
-            model, params, safety, pad_token_id=pad_token_id, deadline=deadline,
-            stage=Stage.SAFETY_GRADIENTS.value, progress=report(Stage.SAFETY_GRADIENTS),
+    def run(self, safety: Sequence[EncodedSequence], finetune: Sequence[EncodedSequence]) -> "DiagnosticsResult":
+        """Run Checks 1-4. A spent time budget gives complete=False, never a pass."""
+        optimizer_form = "adam" if self.settings.optimizer is Optimizer.ADAMW else "sgd"
+        partial: dict = {}
+        try:
+            self.safety_side = self._safety_pass(safety)
+            partial["sharpness"] = self.safety_side.sharpness
+            grads, losses = per_sequence_gradients(
+                self.model, self.params, finetune, pad_token_id=self.pad_token_id, deadline=self.deadline,
+                stage=Stage.FINETUNE_GRADIENTS.value, progress=self._report(Stage.FINETUNE_GRADIENTS),
+            )  # (M, d)
+            self.finetune_state = _FinetuneState(grads, losses, finetune)
+            return self._finetune_side(finetune, grads, losses, partial)
+        except BudgetExhausted as exc:
+            safety_losses = self.safety_side.losses if self.safety_side else None
+            finetune_losses = self.finetune_state.losses if self.finetune_state else None
+            return DiagnosticsResult(
+                sharpness=partial.get("sharpness"),
+                overlap=partial.get("overlap"),
+                curvature=partial.get("curvature"),
+                forecast=partial.get("forecast"),
+                uncertainty=None,
+                records=(),
+                safety=_usage(safety, safety_losses),
+                finetune=_usage(finetune, finetune_losses),
+                optimizer_form=optimizer_form,
+                complete=False,
+                incomplete_reason=str(exc),
+                elapsed_s=self.deadline.elapsed_s,
+            )
+
+    def rerun_without(self, dropped_indices: set[int]) -> "DiagnosticsResult":
+        """Repeat Checks 2-4 without the fine-tune records whose `index` is in the set."""
+        if self.safety_side is None or self.finetune_state is None:
+            raise AnalysisError("what-if: the full analysis has not run")
+        state = self.finetune_state
+        rows = [row for row, seq in enumerate(state.sequences) if seq.index not in dropped_indices]
+        if not rows:
+            raise AnalysisError("what-if: dropping these records leaves no fine-tune sequence")
+        kept = [state.sequences[row] for row in rows]
+        selector = torch.tensor(rows, dtype=torch.long)
+        partial = {"sharpness": self.safety_side.sharpness}
+        return self._finetune_side(kept, state.gradients[selector], state.losses[selector], partial)
+
+    def _safety_pass(self, safety: Sequence[EncodedSequence]) -> _SafetySide:
+        gradients, losses = per_sequence_gradients(
+            self.model, self.params, safety, pad_token_id=self.pad_token_id, deadline=self.deadline,
+            stage=Stage.SAFETY_GRADIENTS.value, progress=self._report(Stage.SAFETY_GRADIENTS),
         )  # (n, d)
-        gram = gram_matrix(safety_grads)  # K, (n, n)
+        gram = gram_matrix(gradients)  # K, (n, n)
         subspace = fisher_subspace(
-            gram, rho=settings.rho, k_max=settings.k_max, gradient_dtype=safety_grads.dtype
+            gram, rho=self.settings.rho, k_max=self.settings.k_max, gradient_dtype=gradients.dtype
         )
-        rows, entries = sensitivity_map(safety_grads, subspace, names, shapes)
+        shapes = [tuple(p.shape) for p in self.params]
+        rows, entries = sensitivity_map(gradients, subspace, self.names, shapes)
         sharpness = SharpnessResult(subspace, tuple(rows), tuple(entries))
+        return _SafetySide(gradients, gram, subspace, sharpness, losses, safety)
+
+    def _finetune_side(self, finetune, finetune_grads, finetune_losses, partial: dict) -> "DiagnosticsResult":
+        settings = self.settings
+        side = self.safety_side
+        safety_grads, subspace = side.gradients, side.subspace
+        optimizer_form = "adam" if settings.optimizer is Optimizer.ADAMW else "sgd"
 
         # Check 2: the update direction v and its overlap with the subspace.
-        finetune_grads, state["finetune_losses"] = per_sequence_gradients(
-            model, params, finetune, pad_token_id=pad_token_id, deadline=deadline,
-            stage=Stage.FINETUNE_GRADIENTS.value, progress=report(Stage.FINETUNE_GRADIENTS),
-        )  # (M, d)
         mean_grad = finetune_grads.to(torch.float64).mean(dim=0)  # (d,)
         if settings.optimizer is Optimizer.ADAMW:
             second_moment = finetune_grads.to(torch.float64).square().mean(dim=0)  # (d,)
@@ -152,6 +225,7 @@ def run_diagnostics(
         overlap = initial_overlap(
             subspace, inner_v, float(direction.norm()), orthogonality_level=settings.orthogonality_level
         )
+        partial["overlap"] = overlap
 
         # Noise: variance over examples of <v_j, u_m>, u_m = D g'_m (or g'_m for SGD).
         per_example = _inner_products(safety_grads, finetune_grads, preconditioner)  # (n, M)
@@ -162,18 +236,24 @@ def run_diagnostics(
         else:
             noise_variance = 0.0
         direction_gram = _direction_gram(finetune_grads, preconditioner)  # <u_m, u_m'>, (M, M)
-        del finetune_grads
 
-        # Check 3: h = H v for SGD, h = D H v = D H D g for Adam.
+        # Check 3: h = H v for SGD, h = D H v = D H D g for Adam, with G h_m per record.
+        per_record_h = torch.zeros((safety_grads.shape[0], len(finetune)), dtype=torch.float64)  # (n, M)
+
+        def record_hvp(position: int, hvp_m: torch.Tensor) -> None:
+            scaled = hvp_m.to(torch.float64) if preconditioner is None else preconditioner * hvp_m.to(torch.float64)
+            per_record_h[:, position] = _inner_products(safety_grads, scaled[None, :])[:, 0]
+
         hvp = hessian_vector_product(
-            model, params, finetune, direction, pad_token_id=pad_token_id, deadline=deadline,
-            micro_batch_size=settings.micro_batch_size,
-            progress=report(Stage.CURVATURE),
+            self.model, self.params, finetune, direction, pad_token_id=self.pad_token_id,
+            deadline=self.deadline, micro_batch_size=settings.micro_batch_size,
+            progress=self._report(Stage.CURVATURE), on_sequence=record_hvp,
         ).to(torch.float64)
         if preconditioner is not None:
             hvp = preconditioner * hvp
         inner_h = _inner_products(safety_grads, hvp[None, :])[:, 0]  # G h, (n,)
         curvature = curvature_coupling(subspace, inner_h, float(hvp.norm()), hvp_method="double_backward")
+        partial["curvature"] = curvature
 
         # Check 4: the forecast.
         inputs = ForecastInputs(
@@ -188,39 +268,62 @@ def run_diagnostics(
         )
         path = None
         if preconditioner is not None:
-            path = ClippedAdamPath(
-                gradients=safety_grads, direction=direction, acceleration=hvp, subspace=subspace
-            )
-        deadline.check("forecast")
+            path = ClippedAdamPath(gradients=safety_grads, direction=direction, acceleration=hvp, subspace=subspace)
+        self.deadline.check("forecast")
         forecast = quartic_forecast(
             inputs, tau=settings.tau, learning_rate=settings.learning_rate,
             batch_size=settings.batch_size, planned_steps=settings.planned_steps,
             optimizer_form=optimizer_form, path=path,
         )
+        partial["forecast"] = forecast
+
+        # Record attribution: exact shares of the sums over records (attribution.py).
+        records = record_scores(
+            subspace, [seq.index for seq in finetune], per_example, per_record_h, direction_gram,
+            side.gram, learning_rate=settings.learning_rate, planned_steps=settings.planned_steps,
+        )
 
         # Sampling uncertainty, from the quantities above without new passes.
+        uncertainty = None
         if settings.bootstrap_resamples > 0:
-            deadline.check("bootstrap")
+            self.deadline.check("bootstrap")
             uncertainty = bootstrap(
-                BootstrapInputs(gram, per_example, direction_gram, inner_h, curvature.hvp_norm, safety_grads.dtype),
+                BootstrapInputs(side.gram, per_example, direction_gram, inner_h, curvature.hvp_norm, safety_grads.dtype),
                 rho=settings.rho, k_max=settings.k_max, orthogonality_level=settings.orthogonality_level,
                 tau=settings.tau, learning_rate=settings.learning_rate, batch_size=settings.batch_size,
                 search_limit=forecast.search_limit_step, with_collapse=path is None,
                 resamples=settings.bootstrap_resamples, seed=settings.seed,
             )
-    except BudgetExhausted as exc:
-        incomplete_reason = str(exc)
 
-    return DiagnosticsResult(
-        sharpness=sharpness,
-        overlap=overlap,
-        curvature=curvature,
-        forecast=forecast,
-        uncertainty=uncertainty,
-        safety=_usage(safety, state["safety_losses"]),
-        finetune=_usage(finetune, state["finetune_losses"]),
-        optimizer_form=optimizer_form,
-        complete=incomplete_reason is None,
-        incomplete_reason=incomplete_reason,
-        elapsed_s=deadline.elapsed_s,
-    )
+        return DiagnosticsResult(
+            sharpness=partial["sharpness"],
+            overlap=overlap,
+            curvature=curvature,
+            forecast=forecast,
+            uncertainty=uncertainty,
+            records=tuple(records),
+            safety=_usage(side.sequences, side.losses),
+            finetune=_usage(finetune, finetune_losses),
+            optimizer_form=optimizer_form,
+            complete=True,
+            incomplete_reason=None,
+            elapsed_s=self.deadline.elapsed_s,
+        )
+
+
+def run_diagnostics(
+    model: torch.nn.Module,
+    params: Sequence[torch.Tensor],
+    names: Sequence[str],
+    safety: Sequence[EncodedSequence],
+    finetune: Sequence[EncodedSequence],
+    settings: DiagnosticSettings,
+    *,
+    pad_token_id: int,
+    deadline: Deadline,
+    progress: ProgressCallback | None = None,
+) -> DiagnosticsResult:
+    """Run Checks 1-4. A spent time budget gives a result with complete=False, never a pass."""
+    runner = DiagnosticsRun(model, params, names, settings, pad_token_id=pad_token_id,
+                            deadline=deadline, progress=progress)
+    return runner.run(safety, finetune)

@@ -145,16 +145,21 @@ def hessian_vector_product(
     deadline: Deadline,
     micro_batch_size: int = 4,
     progress: ProgressFn | None = None,
+    on_sequence: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Return H v, shape (d,), for the Hessian H of the mean loss L over `sequences`.
 
     L = (1/M) sum_m l_m, so H v = (1/M) sum_m H_m v; each micro-batch contributes the sum of
     its sequences' H_m v by double backward (reverse-over-reverse): grad of <grad l, v>.
+    With `on_sequence`, micro-batches hold one sequence and on_sequence(m, H_m v) is called
+    for each, so callers can attribute the curvature to records.
     """
     dtype = storage_dtype(params)
     direction = unflatten(vector, params)
     total = torch.zeros(vector.numel(), dtype=dtype)
     done = 0
+    if on_sequence is not None:
+        micro_batch_size = 1
     for chunk in micro_batches(sequences, micro_batch_size):
         deadline.check("curvature")
         losses = sequence_losses(model, make_batch(chunk, pad_token_id))
@@ -162,8 +167,12 @@ def hessian_vector_product(
         inner = sum((g * v).sum() for g, v in zip(grads, direction) if g is not None)
         # When <grad l, v> does not depend on the parameters, this micro-batch adds zero.
         if isinstance(inner, torch.Tensor) and inner.requires_grad:
-            hvp = torch.autograd.grad(inner, params, allow_unused=True)
-            total += flat_grad(hvp, params, dtype)
+            hvp = flat_grad(torch.autograd.grad(inner, params, allow_unused=True), params, dtype)
+        else:
+            hvp = torch.zeros_like(total)
+        total += hvp
+        if on_sequence is not None:
+            on_sequence(done, hvp)
         done += len(chunk)
         if progress is not None:
             progress(done, len(sequences))
