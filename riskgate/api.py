@@ -131,6 +131,7 @@ def check(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     fail_on_warn: bool = False,
+    waivers: str | Path | None = None,
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -139,10 +140,13 @@ def check(
     comes from `train_config` or from learning_rate/max_steps/batch_size/optimizer, with
     documented defaults for what is unset. Raises `InvalidInputError` subclasses for bad
     input; returns a report with verdict `error` when the analysis cannot finish.
+    `waivers` is a waivers YAML file (see `riskgate.policy.waivers`); an expired entry that
+    still matches a failing or warning finding raises `WaiverError` after the analysis.
     """
     from .loading.formats import DatasetFormat
     from .policy import evaluate, exit_code_for, load_policy
     from .policy.model import Metrics
+    from .policy.waivers import apply_waivers, load_waivers
     from .safety_sets import default_safety_set_path
 
     budget = budget or Budget()
@@ -155,6 +159,7 @@ def check(
     # Inputs that fail fast: policy, datasets, plan.
     progress.start("loading inputs")
     resolved_policy = load_policy(policy)
+    waiver_set = load_waivers(waivers) if waivers is not None else None
     fine_fmt = DatasetFormat(dataset_format) if dataset_format else None
     safety_fmt = DatasetFormat(safety_format) if safety_format else None
     fine_loaded = _load_data(dataset, fine_fmt, dataset_columns)
@@ -238,10 +243,14 @@ def check(
         complete=complete,
         incomplete_reason=incomplete_reason,
     )
-    evaluation = evaluate(resolved_policy, metrics)
+    summary = model_summary(loaded_model)
+    waived = apply_waivers(
+        evaluate(resolved_policy, metrics), waiver_set,
+        model_sha256=summary.get("sha256"), dataset_sha256=fine_loaded.sha256,
+    )
+    evaluation = waived.evaluation
     exit_code = int(exit_code_for(evaluation.verdict, fail_on_warn))
 
-    summary = model_summary(loaded_model)
     summary.update(
         parameters_analysed=scope.numel,
         scope_patterns=list(scope.patterns),
@@ -294,6 +303,7 @@ def check(
         diagnostics=diagnostics,
         findings=[finding.to_dict() for finding in evaluation.findings],
     )
+    report["waivers"] = waived.to_dict()
     progress.finish("report")
     return CheckResult(report)
 

@@ -13,17 +13,21 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import ExitCode, RiskgateError
+from .errors import ExitCode, PolicyError, RiskgateError, WaiverError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  pass (warnings included, unless --fail-on-warn)
   1  policy failure (or a warning with --fail-on-warn)
-  2  invalid input or usage: model, dataset, policy, plan or flags
+  2  invalid input or usage: model, dataset, policy, waivers, plan or flags
   3  runtime error or incomplete analysis (verdict `error`)
 """
 
 DATASET_FORMATS = ["messages", "sharegpt", "alpaca", "prompt_completion", "text"]
+# The keys of riskgate.report.writer.RENDERERS, spelt out so that `--help` imports no report
+# code; tests/test_cli.py checks that the two lists agree.
+REPORT_FORMATS = ["json", "markdown", "html", "sarif", "junit", "github"]
+DEFAULT_CHECK_FORMATS = ["json", "markdown", "html"]
 
 
 def one_line(message: str) -> str:
@@ -98,9 +102,14 @@ def main() -> None:
               help="Wall-clock limit for the whole check; past it the verdict is `error`.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("riskgate-report"),
               show_default=True, help="Folder for the reports.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["json", "markdown", "html"]),
-              help="Report formats to write. Repeatable. Default: all three.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(REPORT_FORMATS),
+              help="Report format to write into --output-dir: json, markdown, html, sarif (SARIF "
+                   "2.1.0), junit (JUnit XML) or github (workflow annotations). Repeatable. "
+                   "Default: json, markdown and html.")
 @click.option("--fail-on-warn", is_flag=True, help="Exit 1 when the verdict is `warn`.")
+@click.option("--waivers", type=click.Path(path_type=Path), metavar="FILE",
+              help="Waivers YAML: accepted fail and warn findings for one model and dataset "
+                   "(by sha256), each with a reason and an optional expiry date.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sampling choice.")
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]),
               help="Precision to run the model in. Default float32.")
@@ -180,6 +189,7 @@ def _run_check(console, options) -> ExitCode:
                 allow_pickle=options["allow_pickle"],
                 trust_remote_code=options["trust_remote_code"],
                 fail_on_warn=options["fail_on_warn"],
+                waivers=options["waivers"],
                 progress=progress,
             )
     except click.BadParameter:
@@ -189,8 +199,11 @@ def _run_check(console, options) -> ExitCode:
             traceback.print_exc()
         message = str(exc)
         problems = getattr(exc, "problems", None) or []
-        if len(problems) > 1 and isinstance(options["policy"], str):
+        if len(problems) > 1 and isinstance(exc, PolicyError):
             message += f"; `riskgate policy validate {options['policy']}` lists all {len(problems)} problems"
+        if len(problems) > 1 and isinstance(exc, WaiverError):
+            for problem in problems:
+                console.error(one_line(problem))
         console.error(f"riskgate: error: {one_line(message)}")
         return exc.exit_code
     except KeyboardInterrupt:
@@ -240,7 +253,7 @@ def _finish(console, result, options) -> ExitCode:
 
     report = result.report
     code = ExitCode(result.exit_code)
-    formats = list(options["formats"]) or ["json", "markdown", "html"]
+    formats = list(options["formats"]) or DEFAULT_CHECK_FORMATS
     try:
         paths = result.write(options["output_dir"], formats)
         for fmt, path in paths.items():
@@ -291,9 +304,6 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
         if finding["status"] != "pass":
             rows.append((f"{finding['status']}: {finding['rule']}", finding["message"]))
     return rows
-
-
-REPORT_FORMATS = ["json", "markdown", "html", "sarif", "junit", "github"]
 
 
 @main.command("report")

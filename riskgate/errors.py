@@ -17,7 +17,8 @@ class ExitCode(enum.IntEnum):
     POLICY_FAILURE = 1
     """At least one finding failed the policy (or warned, with --fail-on-warn)."""
     INVALID_INPUT = 2
-    """A model, dataset, policy, training plan or command-line flag is invalid."""
+    """A model, dataset, policy, waivers file, training plan or command-line flag is invalid,
+    or a matching waiver has expired."""
     RUNTIME_ERROR = 3
     """The analysis could not run or did not finish; the verdict is `error`."""
 
@@ -44,6 +45,17 @@ class DatasetError(InvalidInputError):
 
 class PolicyError(InvalidInputError):
     """A policy file is invalid. `problems` lists every problem found, one line each."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems or [])
+
+
+class WaiverError(InvalidInputError):
+    """A waivers file is invalid, or one of its entries expired while it still matches a finding.
+
+    `problems` lists every problem found, one line each, starting with the file name.
+    """
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)

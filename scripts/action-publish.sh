@@ -65,6 +65,8 @@ set_output verdict "$verdict"
 set_output report-json "$(existing "$report_json")"
 set_output report-markdown "$(existing "${output_dir}/report.md")"
 set_output report-html "$(existing "${output_dir}/report.html")"
+set_output report-sarif "$(existing "${output_dir}/report.sarif")"
+set_output report-junit "$(existing "${output_dir}/report.junit.xml")"
 
 if [[ "$have_report" == true ]]; then
   riskgate report --from "$report_json" --format markdown --max-bytes "$summary_max_bytes" \

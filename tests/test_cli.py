@@ -226,3 +226,38 @@ def test_help_documents_exit_codes():
     assert result.exit_code == 0
     for line in ("0  pass", "1  policy failure", "2  invalid input", "3  runtime error"):
         assert line in result.output
+
+
+def test_format_choices_match_renderers():
+    from riskgate.cli import REPORT_FORMATS, check, report_command
+    from riskgate.report.writer import RENDERERS
+
+    assert REPORT_FORMATS == list(RENDERERS)
+    check_format = next(param for param in check.params if param.name == "formats")
+    assert list(check_format.type.choices) == list(RENDERERS)
+    report_format = next(param for param in report_command.params if param.name == "format_name")
+    assert list(report_format.type.choices) == list(RENDERERS)
+
+
+def test_help_imports_no_report_code():
+    import subprocess
+    import sys
+
+    code = "import sys, riskgate.cli; print(sorted(m for m in sys.modules if m.startswith('riskgate.report')))"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"
+
+
+def test_all_formats_written(tiny_checkpoint, data_dir, pass_policy, tmp_path):
+    from riskgate.report.writer import RENDERERS
+
+    out = tmp_path / "reports"
+    formats = [argument for name in RENDERERS for argument in ("--format", name)]
+    result = run_check("--model", str(tiny_checkpoint), *data_args(data_dir), "--policy", str(pass_policy),
+                       "--output-dir", str(out), *formats, *SMALL_BUDGET)
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in out.iterdir()) == sorted(renderer.filename for renderer in RENDERERS.values())
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.sarif").read_text() == RENDERERS["sarif"].render(report)
+    assert (out / "report.junit.xml").read_text() == RENDERERS["junit"].render(report)
+    assert (out / "report.github.txt").read_text() == RENDERERS["github"].render(report)

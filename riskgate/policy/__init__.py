@@ -1,4 +1,5 @@
-"""The policy layer: load and validate policy YAML (presets, `extends`), evaluate metrics.
+"""The policy layer: load and validate policy YAML (presets, `extends`), evaluate metrics,
+apply waivers.
 
 Imports nothing heavy, so that policy validation and `riskgate --help` start instantly.
 """
@@ -18,7 +19,9 @@ from riskgate.policy.model import (
     Policy,
     Threshold,
     Verdict,
+    WaivedBy,
 )
+from riskgate.policy.waivers import WaiverOutcome, WaiverSet, apply_waivers, load_waivers
 
 __all__ = [
     "METRICS",
@@ -33,8 +36,13 @@ __all__ = [
     "Policy",
     "Threshold",
     "Verdict",
+    "WaivedBy",
+    "WaiverOutcome",
+    "WaiverSet",
+    "apply_waivers",
     "evaluate",
     "exit_code_for",
     "load_policy",
+    "load_waivers",
     "presets_dir",
 ]

@@ -9,6 +9,7 @@ model breaks (that it sits at a safety optimum); --fail-on-warn turns that into 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from riskgate.errors import ExitCode
 from riskgate.policy.model import (
@@ -27,6 +28,7 @@ _LEVELS = {
     FindingStatus.WARN: "warn",
     FindingStatus.FAIL: "fail",
     FindingStatus.ERROR: "fail",
+    FindingStatus.WAIVED: "info",
 }
 
 
@@ -50,7 +52,7 @@ def evaluate(policy: Policy, metrics: Metrics) -> Evaluation:
         findings.append(_threshold_finding(threshold, metrics))
     findings.append(_linear_term(metrics))
 
-    verdict, reason = _verdict(findings)
+    verdict, reason = decide_verdict(findings)
     return Evaluation(verdict=verdict, reason=reason, findings=tuple(findings))
 
 
@@ -65,8 +67,14 @@ def exit_code_for(verdict: Verdict, fail_on_warn: bool) -> ExitCode:
     return ExitCode.PASS
 
 
-def _verdict(findings: list[Finding]) -> tuple[Verdict, str]:
-    gating = [finding for finding in findings if not _is_informational(finding)]
+def decide_verdict(findings: Sequence[Finding]) -> tuple[Verdict, str]:
+    """Return the verdict of `findings` and its one-line reason. Waived findings do not count."""
+    waived = sum(1 for finding in findings if finding.status is FindingStatus.WAIVED)
+    gating = [
+        finding
+        for finding in findings
+        if not _is_informational(finding) and finding.status is not FindingStatus.WAIVED
+    ]
     for status, verdict in (
         (FindingStatus.ERROR, Verdict.ERROR),
         (FindingStatus.FAIL, Verdict.FAIL),
@@ -76,7 +84,10 @@ def _verdict(findings: list[Finding]) -> tuple[Verdict, str]:
         if matching:
             more = f" (and {len(matching) - 1} more)" if len(matching) > 1 else ""
             return verdict, f"{matching[0].message}{more}"
-    return Verdict.PASS, f"all {len(gating)} rules within thresholds"
+    reason = f"all {len(gating)} rules within thresholds"
+    if waived:
+        reason += f", {waived} more waived"
+    return Verdict.PASS, reason
 
 
 def _is_informational(finding: Finding) -> bool:

@@ -166,6 +166,33 @@ class FindingStatus(str, enum.Enum):
     """The value reached the fail threshold."""
     ERROR = "error"
     """The rule could not be checked: value missing, NaN, or from too few samples."""
+    WAIVED = "waived"
+    """The rule failed or warned, but a waiver for this model and dataset accepts it, so it
+    does not count toward the verdict. Error findings are never waived."""
+
+
+@dataclass(frozen=True)
+class WaivedBy:
+    """The waiver entry that turned a failing or warning finding into a waived one."""
+
+    source: str
+    """The waivers file as given."""
+    index: int
+    """Position of the entry in the file's `waivers` list, counted from 0."""
+    reason: str
+    expires: str | None
+    """Last day the waiver applies (YYYY-MM-DD, UTC), or None when it does not expire."""
+    original_status: FindingStatus
+    """The finding's status before the waiver: fail or warn."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "index": self.index,
+            "reason": self.reason,
+            "expires": self.expires,
+            "original_status": self.original_status.value,
+        }
 
 
 @dataclass(frozen=True)
@@ -182,14 +209,19 @@ class Finding:
     """The threshold that decided the status. For a pass, the warn threshold if set, else fail."""
     level: str
     """Severity for annotations: "fail" (status fail or error), "warn" (status warn), or
-    "info" (status pass, or an informational finding that never changes the verdict)."""
+    "info" (status pass or waived, or an informational finding that never changes the verdict)."""
     status: FindingStatus
     message: str
     """One line, starting with the metric or rule name."""
+    waived_by: WaivedBy | None = None
+    """The waiver that accepts this finding; set only when `status` is waived."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the finding as plain JSON types, with a non-finite value as None."""
-        return {
+        """Return the finding as plain JSON types, with a non-finite value as None.
+
+        The `waived_by` key is present only on waived findings.
+        """
+        data = {
             "rule": self.rule,
             "metric": self.metric,
             "value": _json_number(self.value),
@@ -200,6 +232,9 @@ class Finding:
             "status": self.status.value,
             "message": self.message,
         }
+        if self.waived_by is not None:
+            data["waived_by"] = self.waived_by.to_dict()
+        return data
 
 
 @dataclass(frozen=True)

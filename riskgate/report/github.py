@@ -3,7 +3,8 @@
 Printed to the log of a step, each line creates an annotation: `::error` for fail and error
 findings, `::warning` for warn findings, most severe first. GitHub shows at most 10 error and
 10 warning annotations per step, so the renderer writes at most that many and then one
-`::notice` that counts the rest.
+`::notice` that counts the rest. Waived findings get no annotation of their own, only one
+`::notice` that counts them.
 
 Escaping follows `escapeData` and `escapeProperty` in actions/toolkit
 (packages/core/src/command.ts). In the message, `%`, CR and LF become `%25`, `%0D` and `%0A`.
@@ -70,6 +71,19 @@ class GithubRenderer(Renderer):
             else:
                 left_out[command] += 1
 
+        waived = issues.waived_findings(report)
+        if waived:
+            section = report.get("waivers")
+            source = section.get("source") if isinstance(section, dict) else None
+            noun = "finding is" if len(waived) == 1 else "findings are"
+            lines.append(
+                workflow_command(
+                    "notice",
+                    f"{len(waived)} failing or warning {noun} waived by {source or 'a waivers file'}"
+                    " and not annotated; report.json lists them with their reasons",
+                    title="riskgate: waived findings",
+                )
+            )
         if left_out["error"] or left_out["warning"]:
             total = left_out["error"] + left_out["warning"]
             lines.append(

@@ -14,14 +14,14 @@ from typing import Any
 
 import jinja2
 
-from riskgate.report import summary, svg
+from riskgate.report import issues, summary, svg
 from riskgate.report.interface import Renderer, ReportFormat
 
 TEMPLATE_NAME = "report.html.j2"
 MAX_SENSITIVITY_BARS = 20
 MAX_LISTED_VALUES = 64
 """Maximum length of a list of numbers shown inline in a table; longer ones (the spectrum) are charted."""
-STATUS_CLASSES = frozenset({"pass", "warn", "fail", "error", "info"})
+STATUS_CLASSES = frozenset({"pass", "warn", "fail", "error", "info", "waived"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,6 +83,21 @@ def _finding_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "message": str(finding.get("message") or ""),
         }
         for finding in report.get("findings") or []
+    ]
+
+
+def _waived_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    return [
+        {
+            "rule": rule,
+            "original_status": original_status,
+            "status_class": _status_class(original_status),
+            "reason": reason,
+            "expires": expires,
+            "entry": entry,
+            "message": message,
+        }
+        for rule, original_status, reason, expires, entry, message in issues.waiver_rows(report)
     ]
 
 
@@ -159,6 +174,8 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
         "schema_version": summary.format_number(report.get("schema_version")),
         "seed": str(report.get("seed")),
         "findings": _finding_rows(report),
+        "waived": _waived_rows(report),
+        "unused_waivers": issues.unused_waivers_note(report),
         "key_numbers": summary.key_numbers(report),
         "notes": summary.report_notes(report),
         "checks": _check_sections(report),

@@ -1,9 +1,10 @@
 """JUnit XML output (`report.junit.xml`) for the test views of CI systems.
 
-One test suite named "riskgate" with one test case per finding: a fail finding carries a
-`<failure>`, an error finding an `<error>`, and a warn finding passes with its message in
-`<system-out>`. ElementTree escapes all text and attribute values; characters that XML 1.0
-cannot contain at all (most control characters) become U+FFFD first.
+One test suite named "riskgate" with one test case per finding. A fail finding carries a
+`<failure>` and an error finding an `<error>`. A warn finding passes with its message in
+`<system-out>`, and a waived finding is `<skipped>` with the waiver's reason. ElementTree
+escapes all text and attribute values; characters that XML 1.0 cannot contain at all (most
+control characters) become U+FFFD first.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _details(finding: dict[str, Any]) -> str:
 
 
 class JunitRenderer(Renderer):
-    """Writes one JUnit test case per finding; fail and error findings fail their test case."""
+    """Writes one JUnit test case per finding: fail and error findings fail it, waived ones skip it."""
 
     name = ReportFormat.JUNIT.value
     filename = "report.junit.xml"
@@ -56,6 +57,11 @@ class JunitRenderer(Renderer):
                 child.text = xml_text(_details(finding))
             elif status == "warn":
                 ElementTree.SubElement(case, "system-out").text = f"warning: {message}"
+            elif status == "waived":
+                waiver = issues.waiver_of(finding)
+                reason = xml_text(waiver.get("reason") or "")
+                child = ElementTree.SubElement(case, "skipped", message=f"waived: {reason}")
+                child.text = xml_text(f"{waiver.get('original_status')} finding waived: {finding.get('message') or ''}")
             cases.append(case)
         for error in issues.unreported_errors(report):
             case = ElementTree.Element("testcase", name="analysis_complete", classname=f"{SUITE_NAME}.analysis_complete")
@@ -64,7 +70,8 @@ class JunitRenderer(Renderer):
 
         failures = sum(1 for case in cases if case.find("failure") is not None)
         errors = sum(1 for case in cases if case.find("error") is not None)
-        counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors), "skipped": "0"}
+        skipped = sum(1 for case in cases if case.find("skipped") is not None)
+        counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors), "skipped": str(skipped)}
         suites = ElementTree.Element("testsuites", name=SUITE_NAME, **counts)
         suite = ElementTree.SubElement(suites, "testsuite", name=SUITE_NAME, **counts)
         if report.get("created_at"):

@@ -108,6 +108,22 @@ def _sensitive_tensor_rows(sharpness: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _waiver_lines(report: dict[str, Any]) -> list[str]:
+    """Build the "Waived findings" section, or return no lines when the report has no waivers."""
+    rows = issues.waiver_rows(report)
+    note = issues.unused_waivers_note(report)
+    if not rows and not note:
+        return []
+    lines = ["", "### Waived findings", ""]
+    if rows:
+        lines += markdown_table(["rule", "status before waiver", "reason", "expires", "waiver", "message"], rows)
+    else:
+        lines.append("No finding is waived.")
+    if note:
+        lines += ["", escape_markdown(note)]
+    return lines
+
+
 def _bullets(items: Sequence[Any]) -> list[str]:
     return [f"- {escape_markdown(item)}" for item in items]
 
@@ -131,6 +147,7 @@ def render_shortened(report: dict[str, Any], max_bytes: int, full_report_locatio
         UsageError: `max_bytes` is too small for the verdict and the pointer line.
     """
     rows = _finding_rows({"findings": issues.attention_findings(report)})
+    waived = len(issues.waived_findings(report))
     pointer = (
         f"Shortened to fit {max_bytes:,} bytes; the full report is in {escape_markdown(full_report_location)}."
     )
@@ -146,6 +163,8 @@ def render_shortened(report: dict[str, Any], max_bytes: int, full_report_locatio
             if row_count:
                 lines.append("")
             lines.append(f"{left_out:,} more failing or warning findings are left out here.")
+        if waived:
+            lines += ["", f"{waived:,} waived findings are not listed here."]
         return "\n".join(lines) + "\n"
 
     for with_reason in (True, False):
@@ -158,7 +177,7 @@ def render_shortened(report: dict[str, Any], max_bytes: int, full_report_locatio
 
 
 class MarkdownRenderer(Renderer):
-    """Renders the verdict, findings, key numbers, caveats, inputs and budget as Markdown.
+    """Renders the verdict, findings, waived findings, key numbers, caveats, inputs and budget as Markdown.
 
     The first line is the verdict in bold followed by the one-line reason. With `max_bytes`
     set, a report whose UTF-8 text is longer shrinks to the verdict, the table of failing and
@@ -198,6 +217,7 @@ class MarkdownRenderer(Renderer):
             lines += markdown_table(["rule", "value", "warn", "fail", "status", "message"], finding_rows)
         else:
             lines.append("No findings.")
+        lines += _waiver_lines(report)
 
         lines += ["", "### Key numbers", ""]
         lines += markdown_table(["number", "value", "meaning"], summary.key_numbers(report))

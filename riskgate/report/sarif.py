@@ -1,7 +1,10 @@
 """SARIF 2.1.0 output (`report.sarif`) for code-scanning tools such as GitHub code scanning.
 
 One run: the tool driver `riskgate` with one rule per policy rule in the report, and one
-result per finding with status fail or error (level "error") or warn (level "warning").
+result per finding with status fail or error (level "error") or warn (level "warning"). A
+waived finding is a result at the level of its status before the waiver, with an external
+suppression whose justification is the waiver's reason, so code-scanning tools list it as
+suppressed.
 Report text only ever lands in JSON strings, so `json.dumps` escapes it.
 """
 
@@ -86,8 +89,28 @@ def _result(rule_ids: list[str], rule_id: str, level: str, message: str, locatio
     return result
 
 
+def _waived_result(rule_ids: list[str], finding: dict[str, Any], locations: list[dict[str, Any]]) -> dict[str, Any]:
+    rule_id = str(finding.get("rule") or "unknown")
+    waiver = issues.waiver_of(finding)
+    original_status = str(waiver.get("original_status") or "")
+    level = RESULT_LEVELS.get(original_status, "warning")
+    result = _result(rule_ids, rule_id, level, str(finding.get("message") or rule_id), locations)
+    result["suppressions"] = [
+        {"kind": "external", "status": "accepted", "justification": str(waiver.get("reason") or "")}
+    ]
+    result["properties"] = {
+        "status": "waived",
+        "original_status": original_status or None,
+        "metric": finding.get("metric"),
+        "value": finding.get("value"),
+        "threshold": finding.get("threshold"),
+        "waiver": {"source": waiver.get("source"), "index": waiver.get("index"), "expires": waiver.get("expires")},
+    }
+    return result
+
+
 class SarifRenderer(Renderer):
-    """Writes the failing and warning findings as a SARIF 2.1.0 log with one run."""
+    """Writes the failing, warning and waived findings as a SARIF 2.1.0 log with one run."""
 
     name = ReportFormat.SARIF.value
     filename = "report.sarif"
@@ -108,6 +131,8 @@ class SarifRenderer(Renderer):
                 "threshold": finding.get("threshold"),
             }
             results.append(result)
+        for finding in issues.waived_findings(report):
+            results.append(_waived_result(rule_ids, finding, locations))
         for error in issues.unreported_errors(report):
             results.append(_result(rule_ids, ANALYSIS_RULE_ID, "error", error, locations))
 
