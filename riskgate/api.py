@@ -132,6 +132,8 @@ def check(
     trust_remote_code: bool = False,
     fail_on_warn: bool = False,
     waivers: str | Path | None = None,
+    what_if_drop: int = 0,
+    export_filtered: str | Path | None = None,
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -140,17 +142,22 @@ def check(
     comes from `train_config` or from learning_rate/max_steps/batch_size/optimizer, with
     documented defaults for what is unset. Raises `InvalidInputError` subclasses for bad
     input; returns a report with verdict `error` when the analysis cannot finish.
+    `what_if_drop` K > 0 reruns the fine-tune side without the K records with the largest share
+    of the forecast drift, and `export_filtered` writes the dataset without them.
     `waivers` is a waivers YAML file (see `riskgate.policy.waivers`); an expired entry that
     still matches a failing or warning finding raises `WaiverError` after the analysis.
     """
     from .loading.formats import DatasetFormat
     from .policy import evaluate, exit_code_for, load_policy
-    from .policy.model import Metrics
     from .policy.waivers import apply_waivers, load_waivers
     from .safety_sets import default_safety_set_path
 
     budget = budget or Budget()
     progress = progress or NullProgress()
+    if what_if_drop < 0:
+        raise UsageError(f"--what-if-drop: must be 0 or more records, got {what_if_drop}")
+    if export_filtered is not None and not what_if_drop:
+        raise UsageError("--export-filtered needs --what-if-drop K: it writes the dataset without those K records")
     if isinstance(params, str):
         params = [params]
     deadline = Deadline(budget.time_budget_s)
@@ -217,31 +224,13 @@ def check(
         seed=seed,
     )
     pad_token_id = _pad_token_id(loaded_model.tokenizer)
-    diagnostics, errors = _run(loaded_model.model, scoped_params, scope.names, safety_encoded, fine_encoded,
+    runner, diagnostics, errors = _run(loaded_model.model, scoped_params, scope.names, safety_encoded, fine_encoded,
                                settings, pad_token_id, deadline, progress)
 
     # Policy evaluation and the report.
     progress.start("report")
-    forecast = diagnostics.forecast if diagnostics else None
-    complete = diagnostics is not None and diagnostics.complete and not errors
-    if errors:
-        incomplete_reason = errors[0]
-    elif diagnostics is not None:
-        incomplete_reason = diagnostics.incomplete_reason
-    else:
-        incomplete_reason = None
-    metrics = Metrics(
-        overlap_ratio=diagnostics.overlap.overlap_ratio if diagnostics and diagnostics.overlap else None,
-        gamma_hat=diagnostics.curvature.gamma_hat if diagnostics and diagnostics.curvature else None,
-        delta_u_at_planned_steps=forecast.at_planned_steps.delta_u if forecast else None,
-        collapse_step=forecast.collapse_step if forecast else None,
-        collapse_search_limit=forecast.search_limit_step if forecast else None,
-        planned_steps=plan.max_steps,
-        safety_examples=len(safety_encoded.sequences),
-        finetune_examples=len(fine_encoded.sequences),
-        linear_dominates=forecast.linear_dominates if forecast else False,
-        complete=complete,
-        incomplete_reason=incomplete_reason,
+    metrics = _metrics(
+        diagnostics, errors, plan.max_steps, len(safety_encoded.sequences), len(fine_encoded.sequences)
     )
     summary = model_summary(loaded_model)
     waived = apply_waivers(
@@ -304,6 +293,20 @@ def check(
         findings=[finding.to_dict() for finding in evaluation.findings],
     )
     report["waivers"] = waived.to_dict()
+
+    # Which records carry the risk, and what dropping the riskiest would change.
+    from .attribution_report import attribution_section
+
+    scored = {score.index for score in diagnostics.records} if diagnostics else set()
+    texts = {record.index: record for record in fine_loaded.records if record.index in scored}
+    report["attribution"] = attribution_section(diagnostics.records if diagnostics else (), texts)
+    report["what_if"] = None
+    if what_if_drop and diagnostics is not None and diagnostics.complete:
+        report["what_if"] = _what_if(
+            runner, diagnostics, resolved_policy, metrics, evaluation.verdict.value, drop=what_if_drop,
+            plan=plan, safety_count=len(safety_encoded.sequences), dataset=dataset,
+            export_filtered=export_filtered,
+        )
     progress.finish("report")
     return CheckResult(report)
 
@@ -330,11 +333,12 @@ def _pad_token_id(tokenizer) -> int:
 
 def _run(model, params, names, safety, finetune, settings, pad_token_id, deadline, progress):
     """Run the diagnostics; an AnalysisError becomes an error message instead of an exception."""
-    from .diagnostics.engine import run_diagnostics
+    from .diagnostics.engine import DiagnosticsRun
 
+    runner = DiagnosticsRun(model, params, names, settings, pad_token_id=pad_token_id, deadline=deadline)
     if not safety.sequences or not finetune.sequences:
         which = "safety" if not safety.sequences else "fine-tune"
-        return None, [f"no {which} sequences left to analyse after loading and tokenisation"]
+        return runner, None, [f"no {which} sequences left to analyse after loading and tokenisation"]
 
     current = {"stage": None}
 
@@ -346,15 +350,71 @@ def _run(model, params, names, safety, finetune, settings, pad_token_id, deadlin
             progress.start(stage.value, total)
         progress.update(done, total)
 
+    runner.progress = on_progress
     try:
-        result = run_diagnostics(
-            model, params, names, safety.sequences, finetune.sequences, settings,
-            pad_token_id=pad_token_id, deadline=deadline, progress=on_progress,
-        )
+        result = runner.run(safety.sequences, finetune.sequences)
     except AnalysisError as exc:
         logger.error("diagnostics failed: %s", exc)
-        return None, [str(exc)]
+        return runner, None, [str(exc)]
     finally:
         if current["stage"] is not None:
             progress.finish(current["stage"].value)
-    return result, []
+    return runner, result, []
+
+
+def _metrics(diagnostics, errors: list[str], planned_steps: int, safety_count: int, finetune_count: int):
+    """Collect what the policy gates from a diagnostics result (None when it did not run)."""
+    from .policy.model import Metrics
+
+    forecast = diagnostics.forecast if diagnostics else None
+    if errors:
+        incomplete_reason = errors[0]
+    elif diagnostics is not None:
+        incomplete_reason = diagnostics.incomplete_reason
+    else:
+        incomplete_reason = None
+    return Metrics(
+        overlap_ratio=diagnostics.overlap.overlap_ratio if diagnostics and diagnostics.overlap else None,
+        gamma_hat=diagnostics.curvature.gamma_hat if diagnostics and diagnostics.curvature else None,
+        delta_u_at_planned_steps=forecast.at_planned_steps.delta_u if forecast else None,
+        collapse_step=forecast.collapse_step if forecast else None,
+        collapse_search_limit=forecast.search_limit_step if forecast else None,
+        planned_steps=planned_steps,
+        safety_examples=safety_count,
+        finetune_examples=finetune_count,
+        linear_dominates=forecast.linear_dominates if forecast else False,
+        complete=diagnostics is not None and diagnostics.complete and not errors,
+        incomplete_reason=incomplete_reason,
+    )
+
+
+def _key_numbers(verdict: str, metrics) -> dict:
+    return {
+        "verdict": verdict,
+        "overlap_ratio": metrics.overlap_ratio,
+        "gamma_hat": metrics.gamma_hat,
+        "delta_u_at_planned_steps": metrics.delta_u_at_planned_steps,
+        "collapse_step": metrics.collapse_step,
+        "finetune_examples": metrics.finetune_examples,
+    }
+
+
+def _what_if(runner, diagnostics, policy, metrics_before, verdict_before: str, *, drop: int,
+             plan, safety_count: int, dataset, export_filtered):
+    """Rerun the fine-tune side without the `drop` riskiest records; optionally export the rest."""
+    from .attribution_report import rank_records, what_if_section
+    from .policy import evaluate
+
+    dropped = [score.index for score in rank_records(diagnostics.records)[:drop]]
+    after = runner.rerun_without(set(dropped))
+    metrics_after = _metrics(after, [], plan.max_steps, safety_count, after.finetune.sequences)
+    verdict_after = evaluate(policy, metrics_after).verdict.value
+    exported = None
+    if export_filtered is not None:
+        from .loading.export import export_without
+
+        written = export_without(dataset, set(dropped), export_filtered)
+        exported = {"path": str(export_filtered), "records_written": written}
+    return what_if_section(
+        dropped, _key_numbers(verdict_before, metrics_before), _key_numbers(verdict_after, metrics_after), exported
+    )

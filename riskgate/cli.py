@@ -107,6 +107,11 @@ def main() -> None:
                    "2.1.0), junit (JUnit XML) or github (workflow annotations). Repeatable. "
                    "Default: json, markdown and html.")
 @click.option("--fail-on-warn", is_flag=True, help="Exit 1 when the verdict is `warn`.")
+@click.option("--what-if-drop", type=int, default=0, show_default=True, metavar="K",
+              help="Rerun the fine-tune side without the K records that carry the largest share "
+                   "of the forecast drift, and report the verdict before and after.")
+@click.option("--export-filtered", type=click.Path(path_type=Path), metavar="FILE",
+              help="With --what-if-drop: write the dataset without those records, in its own format.")
 @click.option("--waivers", type=click.Path(path_type=Path), metavar="FILE",
               help="Waivers YAML: accepted fail and warn findings for one model and dataset "
                    "(by sha256), each with a reason and an optional expiry date.")
@@ -190,6 +195,8 @@ def _run_check(console, options) -> ExitCode:
                 trust_remote_code=options["trust_remote_code"],
                 fail_on_warn=options["fail_on_warn"],
                 waivers=options["waivers"],
+                what_if_drop=options["what_if_drop"],
+                export_filtered=options["export_filtered"],
                 progress=progress,
             )
     except click.BadParameter:
@@ -303,6 +310,19 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
     for finding in report.get("findings", []):
         if finding["status"] != "pass":
             rows.append((f"{finding['status']}: {finding['rule']}", finding["message"]))
+    attribution = report.get("attribution") or {}
+    top = (attribution.get("records") or [])[:3]
+    if top:
+        listed = ", ".join(f"#{r['index']} ({r['drift_share']:.0%})" for r in top)
+        rows.append(("riskiest records", f"{listed} of the forecast drift"))
+    what_if = report.get("what_if")
+    if what_if:
+        after = what_if["after"]
+        rows.append((
+            f"without {len(what_if['dropped'])} riskiest",
+            f"verdict {after['verdict']}, overlap_ratio {_fmt(after['overlap_ratio'])}, "
+            f"collapse step {_fmt(after['collapse_step'])}",
+        ))
     return rows
 
 

@@ -261,3 +261,34 @@ def test_all_formats_written(tiny_checkpoint, data_dir, pass_policy, tmp_path):
     assert (out / "report.sarif").read_text() == RENDERERS["sarif"].render(report)
     assert (out / "report.junit.xml").read_text() == RENDERERS["junit"].render(report)
     assert (out / "report.github.txt").read_text() == RENDERERS["github"].render(report)
+
+
+def test_what_if_drop_and_export(tiny_checkpoint, data_dir, pass_policy, tmp_path):
+    out = tmp_path / "reports"
+    exported = tmp_path / "filtered.jsonl"
+    result = run_check("--model", str(tiny_checkpoint), *data_args(data_dir), "--policy", str(pass_policy),
+                       "--output-dir", str(out), "--what-if-drop", "2", "--export-filtered", str(exported),
+                       "--max-finetune-examples", "8", *SMALL_BUDGET[:2], *SMALL_BUDGET[4:])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    records = report["attribution"]["records"]
+    assert len(records) == 8
+    shares = [r["drift_share"] for r in records]
+    assert shares == sorted(shares, reverse=True)
+    assert abs(sum(shares) - 1.0) < 1e-9
+    assert records[0]["snippet"].startswith("Say ")
+    what_if = report["what_if"]
+    assert what_if["dropped"] == [records[0]["index"], records[1]["index"]]
+    assert what_if["after"]["finetune_examples"] == 6
+    assert what_if["before"]["verdict"] == report["verdict"]
+    assert what_if["export"] == {"path": str(exported), "records_written": 6}
+    kept = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(kept) == 6
+    assert "riskiest records" in result.output
+
+
+def test_export_needs_what_if(tiny_checkpoint, data_dir, tmp_path):
+    result = run_check("--model", str(tiny_checkpoint), *data_args(data_dir), "--output-dir", str(tmp_path / "out"),
+                       "--export-filtered", str(tmp_path / "f.jsonl"))
+    assert result.exit_code == 2, result.output
+    assert "--export-filtered needs --what-if-drop" in result.output

@@ -237,6 +237,15 @@ class MarkdownRenderer(Renderer):
             lines += ["", "### Most sensitive tensors", ""]
             lines += markdown_table(["tensor", "share of P", "parameters"], _sensitive_tensor_rows(sharpness))
 
+        attribution_rows = summary.attribution_rows(report)
+        if attribution_rows:
+            lines += ["", "### Riskiest records", "", escape_markdown(summary.attribution_note(report)), ""]
+            lines += markdown_table(summary.ATTRIBUTION_HEADER, attribution_rows)
+        what_if_rows = summary.what_if_rows(report)
+        if what_if_rows:
+            lines += ["", "### What if the riskiest records are dropped", "", escape_markdown(summary.what_if_note(report)), ""]
+            lines += markdown_table(summary.WHAT_IF_HEADER, what_if_rows)
+
         lines += ["", "### Inputs", ""]
         lines += markdown_table(["input", "source", "sha256", "details"], summary.input_rows(report))
 

@@ -289,3 +289,58 @@ def budget_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("fine-tune tokens", "no limit", format_number(used.get("finetune_tokens"))),
         ("time (s)", limit_text("time_budget_s"), format_number(used.get("elapsed_s"))),
     ]
+
+
+ATTRIBUTION_HEADER = ["record", "request", "share of drift", "share of gamma_hat^2", "overlap_ratio", "cosine to safety gradient"]
+WHAT_IF_HEADER = ["number", "all records", "without the riskiest"]
+TOP_ATTRIBUTED = 10
+
+
+def attribution_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows of the riskiest records (plain text; each renderer escapes it)."""
+    attribution = report.get("attribution") or {}
+    rows = []
+    for record in (attribution.get("records") or [])[:TOP_ATTRIBUTED]:
+        rows.append([
+            f"#{record.get('index')}",
+            str(record.get("snippet") or ""),
+            f"{100 * float(record.get('drift_share') or 0):.1f}%",
+            f"{100 * float(record.get('gamma_share') or 0):.1f}%",
+            format_number(record.get("overlap_ratio")),
+            format_number(record.get("cosine_safety")),
+        ])
+    return rows
+
+
+def attribution_note(report: dict[str, Any]) -> str | None:
+    attribution = report.get("attribution")
+    if not attribution:
+        return None
+    shown = min(TOP_ATTRIBUTED, attribution.get("records_scored") or 0)
+    return (
+        f"The {shown} records below carry {100 * float(attribution.get('top_share') or 0):.1f}% of the "
+        f"forecast drift at the planned step ({attribution.get('records_scored')} records scored; "
+        "shares can be negative for records that pull the other way)."
+    )
+
+
+def what_if_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows comparing the checks with and without the dropped records."""
+    what_if = report.get("what_if")
+    if not what_if:
+        return []
+    before, after = what_if.get("before") or {}, what_if.get("after") or {}
+    keys = ["verdict", "overlap_ratio", "gamma_hat", "delta_u_at_planned_steps", "collapse_step", "finetune_examples"]
+    return [[key, format_number(before.get(key)), format_number(after.get(key))] for key in keys]
+
+
+def what_if_note(report: dict[str, Any]) -> str | None:
+    what_if = report.get("what_if")
+    if not what_if:
+        return None
+    dropped = ", ".join(f"#{index}" for index in what_if.get("dropped") or [])
+    note = f"Dropping records {dropped} (the riskiest by share of the forecast drift)."
+    export = what_if.get("export")
+    if export:
+        note += f" The filtered dataset was written to {export.get('path')} ({export.get('records_written')} records)."
+    return note
