@@ -17,6 +17,7 @@ from .errors import (
     PolicyError,
     RiskgateError,
     UsageError,
+    WaiverError,
 )
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "PolicyError",
     "RiskgateError",
     "UsageError",
+    "WaiverError",
     "__version__",
     "check",
 ]
