@@ -57,6 +57,8 @@ def data_section(summary: DataSummary, mean_loss: float | None, used: int) -> di
         "loss_tokens": encoded.num_loss_tokens if encoded else 0,
         "template": encoded.template if encoded else None,
         "mean_loss_at_base": mean_loss,
+        # Which records the seeded sample chose, so a run can be reproduced and audited.
+        "records_analysed": [sequence.index for sequence in encoded.sequences] if encoded else [],
     }
     if summary.builtin:
         section["builtin"] = True

@@ -107,3 +107,14 @@ def test_tokenizer_padding_side_irrelevant(tiny_checkpoint, inputs, tmp_path):
     assert right_numbers.keys() == left_numbers.keys()
     for key, value in right_numbers.items():
         assert math.isclose(value, left_numbers[key], rel_tol=1e-6, abs_tol=1e-12), key
+
+
+def test_report_lists_sampled_records(tiny_checkpoint, inputs):
+    report = run(tiny_checkpoint, inputs).report
+    used = report["dataset"]["records_analysed"]
+    assert len(used) == report["dataset"]["records_used"] == 6
+    assert used == sorted(used)
+    assert len(report["safety_data"]["records_analysed"]) == 8
+    assert sorted(r["index"] for r in report["attribution"]["records"]) == used
+    again = run(tiny_checkpoint, inputs, seed=4).report
+    assert again["dataset"]["records_analysed"] != used
