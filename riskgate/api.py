@@ -58,25 +58,29 @@ def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_l
 
     Sampling after tokenisation keeps records that the sequence cap leaves without a response
     token from using up the budget. Returns the chosen sequences (in file order) with every
-    skip met on the way, and the number of records not analysed because the budget was met.
+    skip met on the way, the number of records not analysed because the budget was met, and
+    the chosen records by index.
     """
     import random
 
     from .errors import DatasetError
     from .loading.encode import encode_records
-    from .loading.records import EncodedSet
+    from .loading.records import EncodedSet, Record
 
-    order = list(loaded.records)
+    # Shuffle positions, not records, so a large file is read only as far as the sample needs.
+    order = list(range(len(loaded.records)))
     random.Random(seed).shuffle(order)
     target = len(order) if max_examples is None else max_examples
     chosen, skipped, position, template = [], [], 0, "chat_template"
+    by_index: dict[int, Record] = {}
     while len(chosen) < target and position < len(order):
-        chunk = order[position : position + max(target - len(chosen), 16)]
+        chunk = loaded.records.take(order[position : position + max(target - len(chosen), 16)])
         position += len(chunk)
         encoded = encode_records(chunk, tokenizer, max_seq_len=max_seq_len, source=loaded.path)
         template = encoded.template
         skipped.extend(encoded.skipped)
         chosen.extend(encoded.sequences)
+        by_index.update((record.index, record) for record in chunk)
 
     sampled_out = (len(order) - position) + max(0, len(chosen) - target)
     chosen = sorted(chosen[:target], key=lambda sequence: sequence.index)
@@ -88,7 +92,8 @@ def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_l
             f"{loaded.path}: no usable records: {loaded.num_rows} rows, {len(reasons)} skipped{first}; "
             "fix the records or raise --max-seq-len"
         )
-    return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out
+    records = {sequence.index: by_index[sequence.index] for sequence in chosen}
+    return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out, records
 
 
 def _estimate_gradient_bytes(rows: int, numel: int, dtype) -> int:
@@ -191,11 +196,11 @@ def check(
     loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     scope = select_scope(loaded_model.model, params)
     scoped_params = enable_grad_for_scope(loaded_model.model, scope)
-    fine_encoded, fine_sampled_out = _sample_and_encode(
+    fine_encoded, fine_sampled_out, fine_records = _sample_and_encode(
         fine_loaded, loaded_model.tokenizer, max_examples=budget.max_finetune_examples,
         max_seq_len=budget.max_seq_len, seed=seed,
     )
-    safety_encoded, safety_sampled_out = _sample_and_encode(
+    safety_encoded, safety_sampled_out, _ = _sample_and_encode(
         safety_loaded, loaded_model.tokenizer, max_examples=budget.max_safety_examples,
         max_seq_len=budget.max_seq_len, seed=seed,
     )
@@ -297,9 +302,7 @@ def check(
     # Which records carry the risk, and what dropping the riskiest would change.
     from .attribution_report import attribution_section
 
-    scored = {score.index for score in diagnostics.records} if diagnostics else set()
-    texts = {record.index: record for record in fine_loaded.records if record.index in scored}
-    report["attribution"] = attribution_section(diagnostics.records if diagnostics else (), texts)
+    report["attribution"] = attribution_section(diagnostics.records if diagnostics else (), fine_records)
     report["what_if"] = None
     if what_if_drop and diagnostics is not None and diagnostics.complete:
         report["what_if"] = _what_if(

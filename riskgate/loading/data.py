@@ -5,37 +5,131 @@ Files are read with the `datasets` library. Its `json` builder reads `.jsonl` an
 `parquet` reads `.parquet`. `load_from_disk` reads a folder written by `save_to_disk`. Every
 reading failure becomes a one-line DatasetError that names the file and, where it can be
 found, the line.
+
+Large files: the rows stay in the Arrow table that `datasets` memory-maps from its cache (a
+scratch folder that lives as long as the records do). The loader validates the rows in
+batches and keeps, per record, only its row number and a 16-byte digest for the duplicate
+count. `LoadedDataset.records` parses a record from the table each time it is read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import json
 import logging
 import random
-import re
+import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from riskgate.errors import DatasetError, UsageError
 from riskgate.loading.formats import (
+    DIGEST_SIZE,
+    MAX_LISTED_PROBLEMS,
     DatasetFormat,
+    InvalidRecordsError,
+    RecordProblem,
+    check_mapped_columns,
     detect_format,
-    normalize_rows,
+    detection_columns,
+    parse_row,
+    read_columns,
+    record_digest,
     resolve_columns,
     validate_column_map,
+)
+from riskgate.loading.read_errors import (
+    NO_RECORDS,
+    check_csv_rows,
+    csv_header,
+    explain_read_error,
+    find_invalid_utf8,
+    innermost_message,
 )
 from riskgate.loading.records import Record, SkippedRecord
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 """The `datasets` builder for each supported file extension (matched case-insensitively)."""
 
-_NO_RECORDS = "contains no records"
+BATCH_ROWS = 1024
+"""Rows decoded from the Arrow table at a time while validating or iterating records."""
+
+
+class RecordSequence(Sequence[Record]):
+    """The valid records of one dataset, in file order, parsed from its Arrow table when read.
+
+    Stores one row number per record (8 bytes) instead of the records. Indexing and iteration
+    decode rows from the table, which `datasets` memory-maps from disk; `take` reads several
+    records in one batch. Slices return tuples.
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        rows: array,
+        fmt: DatasetFormat,
+        columns: Mapping[str, str],
+        source: str,
+        scratch: tempfile.TemporaryDirectory | None = None,
+    ) -> None:
+        self._source = source
+        self._table = table
+        self._rows = rows
+        self._format = fmt
+        self._columns = dict(columns)
+        # The scratch folder contains the Arrow files behind `table`. It is removed when this
+        # sequence is garbage collected.
+        self._scratch = scratch
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, position: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> tuple[Record, ...]: ...
+
+    def __getitem__(self, position):
+        if isinstance(position, slice):
+            return tuple(self.take(range(len(self))[position]))
+        row_index = self._rows[position]
+        return self._parse(self._table[row_index], row_index)
+
+    def __iter__(self) -> Iterator[Record]:
+        for start in range(0, len(self), BATCH_ROWS):
+            yield from self.take(range(start, min(start + BATCH_ROWS, len(self))))
+
+    def __repr__(self) -> str:
+        return f"RecordSequence({len(self)} {self._format.value} records)"
+
+    def take(self, positions: Iterable[int]) -> list[Record]:
+        """Return the records at `positions` (indices into this sequence), in that order."""
+        row_indices = [self._rows[position] for position in positions]
+        if not row_indices:
+            return []
+        batch = self._table[row_indices]
+        names = list(batch)
+        return [
+            self._parse(dict(zip(names, values)), row_index)
+            for row_index, values in zip(row_indices, zip(*(batch[name] for name in names)))
+        ]
+
+    def _parse(self, row: Mapping[str, Any], row_index: int) -> Record:
+        try:
+            record = parse_row(row, row_index, self._format, self._columns)
+        except RecordProblem:
+            record = None
+        if not isinstance(record, Record):
+            # Possible only when a saved folder is rewritten while it is being read.
+            raise DatasetError(
+                f"{self._source}: record {row_index} changed on disk after it was validated; run again"
+            )
+        return record
 
 
 @dataclass(frozen=True)
@@ -47,7 +141,8 @@ class LoadedDataset:
     """Hex SHA-256 of the file's bytes. For a folder, the hash covers each file's relative path,
     size and bytes, in order of relative path."""
     format: DatasetFormat
-    records: tuple[Record, ...]
+    records: Sequence[Record]
+    """The valid records in file order: a `RecordSequence`, read from disk on access."""
     skipped: tuple[SkippedRecord, ...]
     """Records left out because their response is empty or whitespace."""
     num_rows: int
@@ -82,8 +177,9 @@ def load_dataset_file(
 
     if not file_path.exists():
         raise DatasetError(f"{source}: file not found")
+    scratch = None
     if file_path.is_dir():
-        available, rows = _read_saved_folder(file_path, source)
+        table = _read_saved_folder(file_path, source)
         digest = _sha256_folder(file_path)
     else:
         builder = BUILDERS.get(file_path.suffix.lower())
@@ -93,26 +189,122 @@ def load_dataset_file(
                 f"{source}: unsupported file extension '{file_path.suffix}'; use one of {supported}, "
                 "or a folder written by Dataset.save_to_disk"
             )
-        available, rows = _read_file(file_path, builder, source)
+        table, scratch = _read_file(file_path, builder, source)
         digest = _sha256_file(file_path)
-    if not rows:
-        raise DatasetError(f"{source}: {_NO_RECORDS}")
 
-    if fmt is None:
-        fmt = detect_format(rows, available, column_map, source)
-    effective = resolve_columns(fmt, rows, available, column_map, source)
-    normalized = normalize_rows(rows, fmt, effective, source)
+    try:
+        return _validate(table, scratch, source, digest, fmt, column_map)
+    except BaseException:
+        if scratch is not None:
+            scratch.cleanup()
+        raise
+
+
+def _validate(
+    table: Any,
+    scratch: tempfile.TemporaryDirectory | None,
+    source: str,
+    digest: str,
+    fmt: DatasetFormat | None,
+    column_map: dict[str, str],
+) -> LoadedDataset:
+    """Detect the format, validate every row of `table`, and count skips and duplicates."""
+    import pyarrow
+
+    available = list(table.column_names)
+    if table.num_rows == 0:
+        raise DatasetError(f"{source}: {NO_RECORDS}")
+    check_mapped_columns(available, column_map, source)
+
+    try:
+        if fmt is None:
+            fmt = detect_format(
+                _iter_rows(table, detection_columns(available, column_map)), available, column_map, source
+            )
+        effective = resolve_columns(fmt, _iter_rows(table, available), available, column_map, source)
+        view = table.select_columns(read_columns(fmt, effective))
+        scan = _scan_rows(view, fmt, effective, source)
+    except (pyarrow.ArrowException, OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{source}: cannot read the rows ({innermost_message(error)}); check the file") from error
+
     return LoadedDataset(
         path=source,
         sha256=digest,
         format=fmt,
-        records=normalized.records,
-        skipped=normalized.skipped,
-        num_rows=len(rows),
-        num_duplicates=len(normalized.duplicate_indices),
+        records=RecordSequence(view, scan.record_rows, fmt, effective, source, scratch),
+        skipped=scan.skipped,
+        num_rows=table.num_rows,
+        num_duplicates=len(scan.duplicate_indices),
         columns=effective,
-        duplicate_indices=normalized.duplicate_indices,
+        duplicate_indices=scan.duplicate_indices,
     )
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """The outcome of validating a file: row numbers, skips and duplicates, without record text."""
+
+    record_rows: array
+    """Row number of each valid record, in file order (array of signed 64-bit integers)."""
+    skipped: tuple[SkippedRecord, ...]
+    duplicate_indices: tuple[int, ...]
+
+
+def _scan_rows(table: Any, fmt: DatasetFormat, columns: Mapping[str, str], source: str) -> _Scan:
+    """Validate every row; raise InvalidRecordsError listing the invalid ones."""
+    record_rows = array("q")
+    digests = bytearray()
+    skipped: list[SkippedRecord] = []
+    problems: list[str] = []
+    invalid = 0
+    for index, row in enumerate(_iter_rows(table, None)):
+        try:
+            outcome = parse_row(row, index, fmt, columns)
+        except RecordProblem as problem:
+            invalid += 1
+            if len(problems) < MAX_LISTED_PROBLEMS:
+                problems.append(f"{source}: record {index}: {problem}")
+            continue
+        if isinstance(outcome, SkippedRecord):
+            skipped.append(outcome)
+        else:
+            record_rows.append(index)
+            digests += record_digest(outcome.turns)
+    if problems:
+        raise InvalidRecordsError(problems, invalid)
+    duplicates = tuple(record_rows[position] for position in _repeated_positions(digests))
+    return _Scan(record_rows, tuple(skipped), duplicates)
+
+
+def _repeated_positions(digests: bytearray) -> list[int]:
+    """Return the positions whose digest equals one at an earlier position, in order."""
+    import numpy
+
+    keys = numpy.frombuffer(digests, dtype=f"V{DIGEST_SIZE}")
+    if keys.size == 0:
+        return []
+    _, first = numpy.unique(keys, return_index=True)
+    repeated = numpy.ones(keys.size, dtype=bool)
+    repeated[first] = False
+    return numpy.flatnonzero(repeated).tolist()
+
+
+def _iter_rows(table: Any, columns: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+    """Yield the rows of a `datasets.Dataset` as dicts, decoding `BATCH_ROWS` rows at a time.
+
+    `columns` restricts the rows to those columns (None: all). A table without columns yields
+    one empty dict per row.
+    """
+    if columns is not None:
+        table = table.select_columns(list(columns))
+    names = list(table.column_names)
+    if not names:
+        for _ in range(table.num_rows):
+            yield {}
+        return
+    for batch in table.iter(batch_size=BATCH_ROWS):
+        for values in zip(*(batch[name] for name in names)):
+            yield dict(zip(names, values))
 
 
 def sample_records(
@@ -158,8 +350,12 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def _read_file(path: Path, builder: str, source: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Read one file with a `datasets` builder into its column names and rows."""
+def _read_file(path: Path, builder: str, source: str) -> tuple[Any, tempfile.TemporaryDirectory]:
+    """Read one file with a `datasets` builder into a memory-mapped `datasets.Dataset`.
+
+    Returns the dataset and the scratch folder with its Arrow cache, which must live as long
+    as the dataset is read.
+    """
     import datasets
     import pyarrow
 
@@ -167,36 +363,55 @@ def _read_file(path: Path, builder: str, source: str) -> tuple[list[str], list[d
     if builder == "json" and _json_builder_parses_agent_traces():
         # Otherwise a JSONL file with the columns of an agent trace is parsed as one.
         kwargs["parse_agent_traces"] = False
+    if builder in ("json", "csv"):
+        # The JSON reader of pyarrow 26 accepts invalid UTF-8, which then fails only when a
+        # value is decoded, so the bytes are checked first.
+        invalid = find_invalid_utf8(path, source)
+        if invalid is not None:
+            raise invalid
+    header: list[str] = []
     if builder == "csv":
-        kwargs.update(_csv_options(path, source))
+        header = csv_header(path, source)
+        # Without string features pandas reads "007" as 7, and without na_filter it reads "NA"
+        # as null. utf-8-sig drops the byte order mark that spreadsheet exports write.
+        features = datasets.Features({name: datasets.Value("string") for name in header})
+        kwargs.update(features=features, na_filter=False, encoding="utf-8-sig")
 
-    with _quiet_datasets(), tempfile.TemporaryDirectory(prefix="riskgate-datasets-") as scratch:
-        # `data_files` is a glob pattern, so a name like "set[1].jsonl" would match nothing.
-        # A link with a plain name in the scratch folder avoids that.
-        link = Path(scratch) / f"data{path.suffix.lower()}"
-        try:
-            link.symlink_to(path.resolve())
-        except OSError:
-            link.write_bytes(path.read_bytes())
-        try:
-            dataset = datasets.load_dataset(
-                builder,
-                data_files=str(link),
-                split="train",
-                cache_dir=str(Path(scratch) / "cache"),
-                **kwargs,
-            )
-            # NOTE: the whole file is held in memory as Python objects. The `json` builder of
-            # datasets 5.2 also casts chunks after the first 10 MiB to the first chunk's column
-            # types (a number becomes a string), so type checks there can miss a mismatch.
-            return list(dataset.column_names), dataset.to_list()
-        except (
-            datasets.exceptions.DatasetsError,
-            pyarrow.ArrowException,
-            ValueError,
-            StopIteration,
-        ) as error:
-            raise _explain_read_error(error, path, builder, source) from error
+    scratch = tempfile.TemporaryDirectory(prefix="riskgate-datasets-", ignore_cleanup_errors=True)
+    try:
+        with _quiet_datasets():
+            # `data_files` is a glob pattern, so a name like "set[1].jsonl" would match nothing.
+            # A link with a plain name in the scratch folder avoids that.
+            link = Path(scratch.name) / f"data{path.suffix.lower()}"
+            try:
+                link.symlink_to(path.resolve())
+            except OSError:
+                shutil.copyfile(path, link)
+            try:
+                dataset = datasets.load_dataset(
+                    builder,
+                    data_files=str(link),
+                    split="train",
+                    cache_dir=str(Path(scratch.name) / "cache"),
+                    **kwargs,
+                )
+            except (
+                datasets.exceptions.DatasetsError,
+                pyarrow.ArrowException,
+                ValueError,
+                StopIteration,
+                RecursionError,
+            ) as error:
+                raise explain_read_error(error, path, builder, source) from error
+        # NOTE: the `json` builder of datasets 5.2 casts chunks after the first 10 MiB to the
+        # first chunk's column types (a number becomes a string), so type checks there can
+        # miss a mismatch.
+        if builder == "csv":
+            check_csv_rows(path, source, len(header))
+        return dataset, scratch
+    except BaseException:
+        scratch.cleanup()
+        raise
 
 
 def _json_builder_parses_agent_traces() -> bool:
@@ -208,31 +423,8 @@ def _json_builder_parses_agent_traces() -> bool:
     return any(f.name == "parse_agent_traces" for f in dataclasses.fields(JsonConfig))
 
 
-def _csv_options(path: Path, source: str) -> dict[str, Any]:
-    """Read the header row and return builder options that keep every cell as an exact string."""
-    import datasets
-
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), None)
-    except UnicodeDecodeError as error:
-        raise _not_utf8(path, source) from error
-    except csv.Error as error:
-        raise DatasetError(f"{source}: line 1: invalid CSV header ({error})") from error
-    if not header:
-        raise DatasetError(f"{source}: {_NO_RECORDS}")
-    if any(not name for name in header):
-        raise DatasetError(f"{source}: line 1: the header has an empty column name; name every column")
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise DatasetError(f"{source}: line 1: column names repeat ({', '.join(repeated)}); make them unique")
-    # Without string features pandas reads "007" as 7, and without na_filter it reads "NA" as null.
-    features = datasets.Features({name: datasets.Value("string") for name in header})
-    return {"features": features, "na_filter": False}
-
-
-def _read_saved_folder(folder: Path, source: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Read a folder written by `save_to_disk` into its column names and rows."""
+def _read_saved_folder(folder: Path, source: str) -> Any:
+    """Open a folder written by `save_to_disk` as a memory-mapped `datasets.Dataset`."""
     import datasets
     import pyarrow
 
@@ -244,8 +436,8 @@ def _read_saved_folder(folder: Path, source: str) -> tuple[list[str], list[dict[
                 f"{source}: folder is not a dataset written by Dataset.save_to_disk; pass that "
                 f"folder or a file ending in {', '.join(BUILDERS)}"
             ) from error
-        except (pyarrow.ArrowException, ValueError, OSError) as error:
-            raise DatasetError(f"{source}: cannot read the saved dataset ({_innermost_message(error)})") from error
+        except (pyarrow.ArrowException, ValueError, OSError, RecursionError) as error:
+            raise DatasetError(f"{source}: cannot read the saved dataset ({innermost_message(error)})") from error
 
         if isinstance(loaded, datasets.DatasetDict):
             splits = list(loaded)
@@ -258,95 +450,7 @@ def _read_saved_folder(folder: Path, source: str) -> tuple[list[str], list[dict[
                     f"{source}: the saved dataset has several splits ({', '.join(splits)}) and none "
                     "is named 'train'; save the split to check on its own with Dataset.save_to_disk"
                 )
-        return list(loaded.column_names), loaded.to_list()
-
-
-def _explain_read_error(error: BaseException, path: Path, builder: str, source: str) -> DatasetError:
-    """Turn an exception of a `datasets` builder into a one-line DatasetError."""
-    chain = _exception_chain(error)
-    message = _innermost_message(error)
-    if any(isinstance(e, UnicodeDecodeError) for e in chain):
-        return _not_utf8(path, source)
-    if isinstance(error, StopIteration) or any("corresponds to no data" in str(e) for e in chain):
-        return DatasetError(f"{source}: {_NO_RECORDS}")
-
-    if builder == "json":
-        return _diagnose_json(path, source) or DatasetError(f"{source}: failed to read as JSON ({message})")
-    if builder == "csv":
-        if any(type(e).__name__ == "EmptyDataError" for e in chain):
-            return DatasetError(f"{source}: {_NO_RECORDS}")
-        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
-        if ragged:
-            expected, line, found = ragged.groups()
-            return DatasetError(
-                f"{source}: line {line}: {found} fields where the header has {expected}; "
-                "quote fields that contain commas"
-            )
-        return DatasetError(f"{source}: invalid CSV ({message})")
-    return DatasetError(f"{source}: not a readable Parquet file ({message})")
-
-
-def _diagnose_json(path: Path, source: str) -> DatasetError | None:
-    """Find the first invalid line of a JSON or JSON Lines file with the standard parser.
-
-    Returns None when the standard parser finds no problem.
-    """
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as error:
-            return DatasetError(
-                f"{source}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg})"
-            )
-        return None
-
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            return DatasetError(
-                f"{source}: line {line_number}, column {error.colno}: invalid JSON ({error.msg}); "
-                "JSON Lines files need one complete JSON object per line"
-            )
-        if not isinstance(value, dict):
-            return DatasetError(
-                f"{source}: line {line_number}: expected a JSON object, found {type(value).__name__}; "
-                "JSON Lines files need one JSON object per line"
-            )
-    return None
-
-
-def _not_utf8(path: Path, source: str) -> DatasetError:
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        return DatasetError(
-            f"{source}: line {line}: invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
-        )
-    return DatasetError(f"{source}: invalid UTF-8; save the file as UTF-8")
-
-
-def _exception_chain(error: BaseException) -> list[BaseException]:
-    chain = [error]
-    while True:
-        cause = chain[-1].__cause__ or chain[-1].__context__
-        if cause is None or cause in chain:
-            return chain
-        chain.append(cause)
-
-
-def _innermost_message(error: BaseException) -> str:
-    """Return the first non-empty line of the deepest message in the exception chain."""
-    for link in reversed(_exception_chain(error)):
-        lines = [line.strip() for line in str(link).splitlines() if line.strip()]
-        if lines:
-            return lines[0]
-    return type(error).__name__
+        return loaded
 
 
 def _sha256_file(path: Path) -> str:

@@ -23,6 +23,12 @@ from riskgate.loading.records import EncodedSequence, EncodedSet, Record, Role, 
 PLAIN_TEMPLATE = "plain"
 CHAT_TEMPLATE = "chat_template"
 
+# Python errors a faulty template raises while rendering, beside jinja2's TemplateError:
+# `'a' + 1`, `1 / 0`, `x[5]` on a short list, a method missing on a value, a macro calling
+# itself without end.
+_TEMPLATE_FAILURES = (TypeError, ArithmeticError, LookupError, AttributeError, RecursionError)
+_MESSAGE_MAX_CHARS = 200
+
 
 def encode_records(
     records: Sequence[Record], tokenizer: Any, *, max_seq_len: int, source: str = ""
@@ -132,6 +138,19 @@ def _render_ids(
             f"{prefix}record {record.index}: the chat template rejected the conversation ({error}); "
             "change the turns to what the model's template accepts"
         ) from error
+    except _TEMPLATE_FAILURES as error:
+        # The template is code from the checkpoint (run in jinja2's sandbox), so a Python
+        # error inside it is a fault of the checkpoint, not of riskgate.
+        raise DatasetError(
+            f"{prefix}record {record.index}: the chat template failed "
+            f"({type(error).__name__}: {_one_line(error)}); fix the template in the checkpoint's "
+            "tokenizer files, or convert the data to the `text` format"
+        ) from error
+    if not isinstance(text, str):
+        raise DatasetError(
+            f"{prefix}record {record.index}: the chat template rendered {type(text).__name__}, not text; "
+            "fix the template in the checkpoint's tokenizer files"
+        )
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -141,3 +160,11 @@ def _no_loss_reason(truncated: bool, max_seq_len: int, is_plain: bool) -> str:
     if is_plain:
         return "the text has fewer than 2 tokens, so no token is predicted"
     return "the chat template rendered no tokens for the assistant turns"
+
+
+def _one_line(error: BaseException) -> str:
+    """Return an error's text on one line, shortened to `_MESSAGE_MAX_CHARS`."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) > _MESSAGE_MAX_CHARS:
+        text = text[: _MESSAGE_MAX_CHARS - 3].rstrip() + "..."
+    return text

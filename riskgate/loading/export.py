@@ -68,7 +68,8 @@ def _atomic_write(destination: Path, text: str) -> None:
 
 def _export_jsonl(source: Path, dropped: Set[int], destination: Path) -> int:
     kept, index = [], 0
-    for line in source.read_text(encoding="utf-8").splitlines():
+    # Split on "\n" only: str.splitlines also splits at U+2028, which JSON allows in strings.
+    for line in source.read_text(encoding="utf-8").split("\n"):
         if not line.strip():
             continue
         if index not in dropped:

@@ -1,9 +1,9 @@
 """Dataset formats: detection from column names, column mapping and per-record validation.
 
 Every row of a file is turned into a `Record` or a `SkippedRecord`, or yields a problem. All
-rows are checked, and all problems are raised together in one `InvalidRecordsError`, so a user
-fixes a file in one pass. Rows are plain dicts (as `datasets.Dataset.to_list()` returns them),
-so this module needs no heavy imports.
+rows are checked, and the problems are raised together in one `InvalidRecordsError`, so a user
+fixes a file in one pass. Rows are plain dicts (as `datasets.Dataset` returns them), read one
+at a time, so this module needs no heavy imports and never keeps a whole file in memory.
 
 Column mapping: a dict from a canonical key to the name the file uses. The canonical keys are
 listed in `COLUMN_KEYS`. Most map a column. `role` and `content` name the keys inside each turn
@@ -14,7 +14,8 @@ file calls differently, and that name is accepted in addition to the standard on
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping, Sequence
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,19 +99,28 @@ _SPEAKER_NAMES: dict[DatasetFormat, dict[str, Role]] = {
     },
 }
 _SPEAKER_KEYS = {"system_role": Role.SYSTEM, "user_role": Role.USER, "assistant_role": Role.ASSISTANT}
+# Column-map keys that name something inside a turn object, not a column of the file.
+_NON_COLUMN_KEYS = frozenset({"role", "content", *_SPEAKER_KEYS})
+
+MAX_LISTED_PROBLEMS = 1000
+"""Invalid records listed in `InvalidRecordsError.problems`; the rest are only counted."""
+
+DIGEST_SIZE = 16
+"""Bytes of the BLAKE2b digest that `record_digest` returns."""
 
 
 class InvalidRecordsError(DatasetError):
     """One or more records of a dataset file are invalid.
 
-    The message is the first problem plus a count of the others. `problems` lists every
-    invalid record, one line each.
+    The message is the first problem plus a count of the others. `problems` lists the first
+    `MAX_LISTED_PROBLEMS` invalid records, one line each; `count` is the number of all of them.
     """
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], count: int | None = None) -> None:
         self.problems: list[str] = list(problems)
+        self.count: int = len(self.problems) if count is None else count
         message = self.problems[0]
-        others = len(self.problems) - 1
+        others = self.count - 1
         if others:
             noun = "record" if others == 1 else "records"
             message += f" (and {others} more invalid {noun})"
@@ -127,8 +137,8 @@ class NormalizedRows:
     """Indices of records whose turns exactly repeat an earlier record's. They are kept."""
 
 
-class _InvalidField(Exception):
-    """A problem with one field of one row, collected by `normalize_rows`."""
+class RecordProblem(Exception):
+    """A problem with one field of one row. Loaders collect these into an `InvalidRecordsError`."""
 
 
 def validate_column_map(columns: Mapping[str, str] | None) -> dict[str, str]:
@@ -149,9 +159,37 @@ def validate_column_map(columns: Mapping[str, str] | None) -> dict[str, str]:
     return result
 
 
+def check_mapped_columns(available: Collection[str], columns: Mapping[str, str], source: str) -> None:
+    """Raise DatasetError when a column that `columns` maps a key to is not in the file.
+
+    Runs before format detection, so that a misspelt column name is reported as such rather
+    than as a file whose format cannot be detected.
+    """
+    for key, column in columns.items():
+        if key not in _NON_COLUMN_KEYS and column not in available:
+            raise DatasetError(
+                f"{source}: column '{column}' (mapped to '{key}' by --columns) not found; "
+                f"the file has columns {_list_names(available)}"
+            )
+
+
+def read_columns(fmt: DatasetFormat, columns: Mapping[str, str]) -> list[str]:
+    """Return the file columns that rows of `fmt` are read from, given the effective map."""
+    keys = _REQUIRED_KEYS[fmt] + _OPTIONAL_KEYS[fmt]
+    return list(dict.fromkeys(columns[key] for key in keys if key in columns))
+
+
+def detection_columns(available: Collection[str], columns: Mapping[str, str]) -> list[str]:
+    """Return the columns that `detect_format` reads from each row: every candidate's signature."""
+    found: dict[str, None] = {}
+    for fmt in DETECTION_ORDER:
+        found.update(dict.fromkeys(_signature(fmt, available, columns) or ()))
+    return list(found)
+
+
 def resolve_columns(
     fmt: DatasetFormat,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     available: Collection[str],
     columns: Mapping[str, str],
     source: str,
@@ -195,14 +233,16 @@ def resolve_columns(
 
 
 def detect_format(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     available: Collection[str],
     columns: Mapping[str, str],
     source: str,
 ) -> DatasetFormat:
     """Detect the format from the columns present (after mapping) and the non-null values.
 
-    Raises DatasetError when no format fits, or when rows of one file have different formats.
+    Reads `rows` only when the columns of several formats are present, and then only the
+    `detection_columns` of each row, up to the first row of a second format. Raises
+    DatasetError when no format fits, or when rows of one file have different formats.
     """
     candidates = [fmt for fmt in DETECTION_ORDER if _signature(fmt, available, columns) is not None]
     if not candidates:
@@ -223,6 +263,8 @@ def detect_format(
             if all(row.get(column) is not None for column in signatures[fmt]):
                 first_row_of.setdefault(fmt, index)
                 break
+        if len(first_row_of) > 1:
+            break
     if len(first_row_of) > 1:
         (fmt_a, row_a), (fmt_b, row_b) = sorted(first_row_of.items(), key=lambda item: item[1])[:2]
         raise DatasetError(
@@ -234,44 +276,79 @@ def detect_format(
 
 
 def normalize_rows(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     fmt: DatasetFormat,
     columns: Mapping[str, str],
     source: str,
 ) -> NormalizedRows:
     """Validate every row and convert it into a `Record`, or a `SkippedRecord` (empty response).
 
-    `columns` is the effective map from `resolve_columns`. Raises InvalidRecordsError listing
-    every invalid record.
+    `columns` is the effective map from `resolve_columns`. Keeps every record in memory, which
+    the file loader avoids by calling `parse_row` and keeping only digests. Raises
+    InvalidRecordsError listing the invalid records.
     """
     records: list[Record] = []
     skipped: list[SkippedRecord] = []
     problems: list[str] = []
+    count = 0
     for index, row in enumerate(rows):
         try:
-            turns, empty_field = _parse_row(row, fmt, columns)
-        except _InvalidField as problem:
-            problems.append(f"{source}: record {index}: {problem}")
+            outcome = parse_row(row, index, fmt, columns)
+        except RecordProblem as problem:
+            count += 1
+            if len(problems) < MAX_LISTED_PROBLEMS:
+                problems.append(f"{source}: record {index}: {problem}")
             continue
-        if empty_field is not None:
-            skipped.append(SkippedRecord(index=index, reason=f"empty response in field {empty_field}"))
+        if isinstance(outcome, SkippedRecord):
+            skipped.append(outcome)
         else:
-            records.append(Record(index=index, turns=turns))
+            records.append(outcome)
     if problems:
-        raise InvalidRecordsError(problems)
+        raise InvalidRecordsError(problems, count)
 
-    first_index: dict[tuple[Turn, ...], int] = {}
+    first_index: dict[bytes, int] = {}
     duplicates = []
     for record in records:
-        if record.turns in first_index:
+        digest = record_digest(record.turns)
+        if digest in first_index:
             duplicates.append(record.index)
         else:
-            first_index[record.turns] = record.index
+            first_index[digest] = record.index
     return NormalizedRows(tuple(records), tuple(skipped), tuple(duplicates))
 
 
+def parse_row(
+    row: Mapping[str, Any], index: int, fmt: DatasetFormat, columns: Mapping[str, str]
+) -> Record | SkippedRecord:
+    """Validate one row and return its `Record`, or a `SkippedRecord` when a response is empty.
+
+    `index` is the row's 0-based position in the file. Raises RecordProblem, whose message
+    names the field, for an invalid row.
+    """
+    turns, empty_field = _parse_row(row, fmt, columns)
+    if empty_field is not None:
+        return SkippedRecord(index=index, reason=f"empty response in field {empty_field}")
+    return Record(index=index, turns=turns)
+
+
+def record_digest(turns: Sequence[Turn]) -> bytes:
+    """Return a 128-bit BLAKE2b digest of the turns, equal for records whose turns are equal.
+
+    Each role and content is length-prefixed, so no two different turn lists hash the same
+    bytes. Different turns share a digest only by a hash collision (chance about n^2 / 2^129
+    among n records).
+    """
+    digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    for turn in turns:
+        for part in (turn.role.value, turn.content):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+    return digest.digest()
+
+
 def _resolve_turn_keys(
-    fmt: DatasetFormat, rows: Sequence[Mapping[str, Any]], column: str, columns: Mapping[str, str]
+    fmt: DatasetFormat, rows: Iterable[Mapping[str, Any]], column: str, columns: Mapping[str, str]
 ) -> dict[str, str]:
     """Choose the role and content keys of the turn objects of a chat format.
 
@@ -368,14 +445,14 @@ def _parse_history(row: Mapping[str, Any], columns: Mapping[str, str]) -> tuple[
     column = columns["history"]
     value = row[column]
     if not isinstance(value, list):
-        raise _InvalidField(
+        raise RecordProblem(
             f"field '{column}' is {_describe(value)}; expected a list of [instruction, response] pairs"
         )
     turns: list[Turn] = []
     labels: list[str] = []
     for i, pair in enumerate(value):
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-            raise _InvalidField(
+            raise RecordProblem(
                 f"field '{column}[{i}]' is {_describe(pair)}; expected a pair of strings "
                 "[instruction, response]"
             )
@@ -395,14 +472,14 @@ def _parse_chat(
 
     value = row.get(column)
     if value is None:
-        raise _InvalidField(f"field '{column}' is missing")
+        raise RecordProblem(f"field '{column}' is missing")
     if not isinstance(value, list):
-        raise _InvalidField(
+        raise RecordProblem(
             f"field '{column}' is {_describe(value)}; expected a list of "
             f"{{{role_key}, {content_key}}} objects"
         )
     if not value:
-        raise _InvalidField(f"field '{column}' is an empty list; expected user and assistant turns")
+        raise RecordProblem(f"field '{column}' is an empty list; expected user and assistant turns")
 
     turns: list[Turn] = []
     paths: list[str] = []
@@ -413,7 +490,7 @@ def _parse_chat(
     for i, item in enumerate(value):
         path = f"{column}[{i}]"
         if not isinstance(item, dict):
-            raise _InvalidField(
+            raise RecordProblem(
                 f"field '{path}' is {_describe(item)}; expected an object with keys "
                 f"'{role_key}' and '{content_key}'"
             )
@@ -422,7 +499,7 @@ def _parse_chat(
             raise _wrong_type(f"'{path}.{role_key}'", name, "a string")
         role = speakers.get(name)
         if role is None:
-            raise _InvalidField(
+            raise RecordProblem(
                 f"field '{path}.{role_key}' is '{name}'; expected one of {', '.join(speakers)} "
                 f"(map other names with --columns assistant_role={name} or user_role={name})"
             )
@@ -444,18 +521,18 @@ def _check_turn_order(turns: list[Turn], column: str, role_key: str, first_list_
         if position == 0 and turn.role is Role.SYSTEM:
             continue
         if turn.role is Role.SYSTEM:
-            raise _InvalidField(
+            raise RecordProblem(
                 f"field '{path}' is a system turn after the start; only the first turn may be a system turn"
             )
         if turn.role is not expected:
-            raise _InvalidField(
+            raise RecordProblem(
                 f"field '{path}' is {_with_article(turn.role)} turn where {_with_article(expected)} "
                 "turn belongs; turns must alternate user and assistant, starting with user, after an "
                 "optional system turn"
             )
         expected = Role.ASSISTANT if expected is Role.USER else Role.USER
     if turns[-1].role is not Role.ASSISTANT:
-        raise _InvalidField(
+        raise RecordProblem(
             f"field '{column}' ends with {_with_article(turns[-1].role)} turn; the last turn must be the "
             "assistant's response"
         )
@@ -483,10 +560,10 @@ def _label(key: str, columns: Mapping[str, str]) -> str:
     return f"'{column}'" if column == key else f"'{column}' ({key})"
 
 
-def _wrong_type(label: str, value: Any, expected: str) -> _InvalidField:
+def _wrong_type(label: str, value: Any, expected: str) -> RecordProblem:
     if value is None:
-        return _InvalidField(f"field {label} is missing")
-    return _InvalidField(f"field {label} is {_describe(value)}; expected {expected}")
+        return RecordProblem(f"field {label} is missing")
+    return RecordProblem(f"field {label} is {_describe(value)}; expected {expected}")
 
 
 def _describe(value: Any) -> str:

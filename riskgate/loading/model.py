@@ -137,14 +137,22 @@ def load_model(
         tensor_files = {} if pickled else _check_safetensors(weight_files)
         _check_tokenizer_files(folder)
 
-    with _quiet_loading():
-        tokenizer = _load_tokenizer(kind, path, trust_remote_code)
-        model, loading_info = _load_weights(kind, path, torch_dtype_name, pickled, trust_remote_code)
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        with _quiet_loading():
+            tokenizer = _load_tokenizer(kind, path, trust_remote_code)
+            model, loading_info = _load_weights(kind, path, torch_dtype_name, pickled, trust_remote_code)
+    except StrictDataclassError as error:
+        # huggingface_hub validates config fields, e.g. a string where an int belongs; both the
+        # tokenizer and the model read config.json.
+        raise CheckpointError(f"{path}: config.json has an invalid field ({_one_line(error)}); fix config.json") from None
 
     # transformers fills missing or mismatched tensors with random values; reject them instead.
     default_file = _index_or_single(folder, weight_files)
     _check_loading_info(model, loading_info, default_file)
     _check_finite(model, tensor_files, default_file)
+    _check_vocabulary(model, tokenizer, path)
 
     attention = getattr(model.config, "_attn_implementation", None)
     if attention != "eager":
@@ -392,6 +400,17 @@ def _check_gguf_magic(path: Path) -> None:
         raise CheckpointError(f"{path}: cannot be read ({error}); check the file") from None
     if magic != b"GGUF":
         raise CheckpointError(f"{path}: not a GGUF file (no GGUF magic bytes); copy or convert it again")
+
+
+def _check_vocabulary(model: Any, tokenizer: Any, path: Path) -> None:
+    """Reject a tokenizer that can produce ids past the model's embedding rows."""
+    embeddings = model.get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise CheckpointError(
+            f"{path}: the tokenizer's vocabulary ({len(tokenizer)} tokens) is larger than the model's "
+            f"embedding ({rows} rows); use the tokenizer that was saved with this model"
+        )
 
 
 def _check_tokenizer_files(folder: Path) -> None:
