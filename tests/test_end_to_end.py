@@ -84,7 +84,10 @@ def test_alpaca_with_mapped_safety_csv(smollm2_gguf, shared_data, tmp_path):
     assert report["complete"] is True
     assert report["dataset"]["format"] == "alpaca"
     assert report["dataset"]["records_total"] == 999
-    assert report["dataset"]["records_sampled_out"] == 999 - 8
+    dataset = report["dataset"]
+    assert dataset["records_used"] == 8
+    # Records met while sampling but cut to nothing by --max-seq-len are skipped, not sampled out.
+    assert dataset["records_used"] + dataset["records_skipped"] + dataset["records_sampled_out"] == 999
     assert report["safety_data"]["format"] == "prompt_completion"
     assert report["training_plan"]["batch_size"] == 8
     # one epoch of 999 records at 8 per step
