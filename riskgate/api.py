@@ -163,6 +163,12 @@ def check(
         raise UsageError(f"--what-if-drop: must be 0 or more records, got {what_if_drop}")
     if export_filtered is not None and not what_if_drop:
         raise UsageError("--export-filtered needs --what-if-drop K: it writes the dataset without those K records")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+        raise UsageError(f"--seed: must be an integer in [-2^63, 2^63), got {seed!r}")
+    if export_filtered is not None:
+        from .loading.export import check_destination
+
+        check_destination(dataset, export_filtered)
     if isinstance(params, str):
         params = [params]
     deadline = Deadline(budget.time_budget_s)
@@ -216,6 +222,11 @@ def check(
             f"{available / 2**30:.1f} GiB available; narrow --params or lower --max-safety-examples/--max-finetune-examples"
         )
 
+    if what_if_drop >= len(fine_encoded.sequences):
+        raise UsageError(
+            f"--what-if-drop {what_if_drop}: must be smaller than the {len(fine_encoded.sequences)} "
+            "fine-tune records analysed, so that some remain; lower K"
+        )
     settings = DiagnosticSettings(
         rho=resolved_policy.rho,
         k_max=resolved_policy.k_max,

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import ExitCode, PolicyError, RiskgateError, WaiverError
+from .errors import ExitCode, InvalidInputError, PolicyError, RiskgateError, WaiverError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -379,7 +379,14 @@ def _render_report(source: Path, format_name: str, max_bytes: int | None, full_r
         renderer = MarkdownRenderer(max_bytes, full_report_location or DEFAULT_FULL_REPORT_LOCATION)
     else:
         renderer = RENDERERS[format_name]
-    return renderer.render(report)
+    try:
+        return renderer.render(report)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as error:
+        # read_report checks the common structure; deeper edits still must not end in a traceback.
+        raise InvalidInputError(
+            f"{source}: unexpected report structure ({type(error).__name__}: {error}); "
+            "render a report.json that `riskgate check` wrote, unedited"
+        ) from None
 
 
 def _write_output(output: Path, text: str) -> None:

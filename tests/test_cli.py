@@ -292,3 +292,31 @@ def test_export_needs_what_if(tiny_checkpoint, data_dir, tmp_path):
                        "--export-filtered", str(tmp_path / "f.jsonl"))
     assert result.exit_code == 2, result.output
     assert "--export-filtered needs --what-if-drop" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--seed", "99999999999999999999"], "--seed: must be an integer"),
+        (["--what-if-drop", "4"], "--what-if-drop 4: must be smaller than the 4 fine-tune records"),
+        (["--what-if-drop", "1", "--export-filtered", "{tmp}/out.csv"], "expected a .jsonl file"),
+        (["--what-if-drop", "1", "--export-filtered", "{finetune}"], "refusing to overwrite the input dataset"),
+    ],
+)
+def test_what_if_and_seed_guards(tiny_checkpoint, data_dir, pass_policy, tmp_path, arguments, expected):
+    substituted = [a.format(tmp=tmp_path, finetune=data_dir / "finetune.jsonl") for a in arguments]
+    result = run_check("--model", str(tiny_checkpoint), *data_args(data_dir), "--policy", str(pass_policy),
+                       "--output-dir", str(tmp_path / "out"), *SMALL_BUDGET, *substituted)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "safety gradients" not in result.output
+
+
+def test_report_rejects_edited_pass(tmp_path):
+    report = json.loads((Path(__file__).parent / "fixtures" / "report_sample.json").read_text())
+    report["verdict"], report["complete"] = "pass", False
+    edited = tmp_path / "report.json"
+    edited.write_text(json.dumps(report))
+    result = CliRunner().invoke(main, ["report", "--from", str(edited), "--format", "markdown"])
+    assert result.exit_code == 2, result.output
+    assert "an incomplete analysis never passes" in result.output

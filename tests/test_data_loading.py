@@ -286,7 +286,7 @@ def test_saved_dict_one_split(tmp_path):
     assert load_dataset_file(folder).num_rows == 2
 
 
-def test_saved_dict_takes_train(tmp_path):
+def test_saved_dict_several_splits_error(tmp_path):
     import datasets
 
     folder = tmp_path / "saved"
@@ -296,7 +296,9 @@ def test_saved_dict_takes_train(tmp_path):
     }
     datasets.DatasetDict(splits).save_to_disk(str(folder))
 
-    assert load_dataset_file(folder).num_rows == 2
+    # Reading only "train" would leave the test split out without a count.
+    with pytest.raises(DatasetError, match=r"several splits \(train, test\)"):
+        load_dataset_file(folder)
 
 
 def test_saved_dict_no_train_error(tmp_path):

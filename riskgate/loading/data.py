@@ -443,12 +443,11 @@ def _read_saved_folder(folder: Path, source: str) -> Any:
             splits = list(loaded)
             if len(splits) == 1:
                 loaded = loaded[splits[0]]
-            elif "train" in loaded:
-                loaded = loaded["train"]
             else:
+                # Reading one split of several would leave the others out without a count.
                 raise DatasetError(
-                    f"{source}: the saved dataset has several splits ({', '.join(splits)}) and none "
-                    "is named 'train'; save the split to check on its own with Dataset.save_to_disk"
+                    f"{source}: the saved dataset has several splits ({', '.join(splits)}); save the "
+                    "split to check on its own with Dataset.save_to_disk, e.g. dataset['train']"
                 )
         return loaded
 

@@ -25,6 +25,26 @@ def _kind(path: Path) -> str:
     return _SUFFIXES.get(path.suffix.lower(), "")
 
 
+def check_destination(source: str | Path, destination: str | Path) -> None:
+    """Raise UsageError unless `destination` can take an export of `source` (checked up front)."""
+    source, destination = Path(source), Path(destination)
+    kind = _kind(source)
+    if not kind:
+        raise UsageError(f"--export-filtered: cannot export {source}: unsupported dataset type")
+    if kind == "folder":
+        if destination.exists() and not destination.is_dir():
+            raise UsageError(f"--export-filtered {destination}: expected a folder like {source.name}")
+    elif destination.suffix.lower() != source.suffix.lower() or destination.is_dir():
+        raise UsageError(f"--export-filtered {destination}: expected a {source.suffix} file like {source.name}")
+    if destination.resolve() == source.resolve():
+        raise UsageError(f"--export-filtered {destination}: refusing to overwrite the input dataset")
+    parent = destination.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--export-filtered {destination}: {parent} is not writable; choose another path")
+
+
 def export_without(source: str | Path, dropped: Set[int], destination: str | Path) -> int:
     """Write `source` minus the records in `dropped` to `destination`; return the records written.
 
@@ -32,15 +52,8 @@ def export_without(source: str | Path, dropped: Set[int], destination: str | Pat
     for a saved `datasets` folder), so the exported file feeds the same training job.
     """
     source, destination = Path(source), Path(destination)
+    check_destination(source, destination)
     kind = _kind(source)
-    if not kind:
-        raise UsageError(f"--export-filtered: cannot export {source}: unsupported dataset type")
-    if kind != "folder" and destination.suffix.lower() != source.suffix.lower():
-        raise UsageError(
-            f"--export-filtered {destination}: expected a {source.suffix} file like {source.name}"
-        )
-    if destination.resolve() == source.resolve():
-        raise UsageError(f"--export-filtered {destination}: refusing to overwrite the input dataset")
 
     try:
         if kind == "jsonl":

@@ -48,4 +48,31 @@ def read_report(path: Path) -> dict[str, Any]:
         raise InvalidInputError(f"{path}: missing report keys: {', '.join(missing)}; the file is not a riskgate report")
     if not isinstance(report["findings"], list):
         raise InvalidInputError(f"{path}: findings: expected a list, got {type(report['findings']).__name__}")
+    _check_structure(path, report)
     return report
+
+
+_VERDICTS = ("pass", "warn", "fail", "error")
+_OBJECT_OR_NULL = ("model", "dataset", "safety_data", "policy", "training_plan", "attribution", "what_if", "waivers")
+
+
+def _check_structure(path: Path, report: dict[str, Any]) -> None:
+    """Reject a report whose verdict, types or consistency a renderer would misrepresent."""
+    verdict = report.get("verdict")
+    if verdict not in _VERDICTS:
+        raise InvalidInputError(f"{path}: verdict: expected one of {', '.join(_VERDICTS)}, got {verdict!r}")
+    if report.get("complete") is False and verdict in ("pass", "warn"):
+        raise InvalidInputError(
+            f"{path}: verdict {verdict!r} with complete: false; an incomplete analysis never passes, "
+            "so the file was edited or is corrupt"
+        )
+    if not isinstance(report.get("checks"), dict):
+        raise InvalidInputError(f"{path}: checks: expected an object, got {type(report.get('checks')).__name__}")
+    for key in _OBJECT_OR_NULL:
+        value = report.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise InvalidInputError(f"{path}: {key}: expected an object or null, got {type(value).__name__}")
+    for position, finding in enumerate(report["findings"]):
+        if not isinstance(finding, dict) or not isinstance(finding.get("rule"), str) \
+                or not isinstance(finding.get("status"), str):
+            raise InvalidInputError(f"{path}: findings[{position}]: expected an object with 'rule' and 'status' strings")
