@@ -423,10 +423,12 @@ def policy_validate(spec: str) -> None:
         policy = load_policy(spec)
     except PolicyError as exc:
         problems = exc.problems or [str(exc)]
+        if len(problems) == 1:
+            console.error(f"riskgate: error: {one_line(problems[0])}")
+            sys.exit(int(exc.exit_code))
         for problem in problems:
-            console.error(problem)
-        noun = "problem" if len(problems) == 1 else "problems"
-        console.error(f"riskgate: error: {spec}: invalid policy: {len(problems)} {noun}")
+            console.error(one_line(problem))
+        console.error(f"riskgate: error: {spec}: invalid policy: {len(problems)} problems")
         sys.exit(int(exc.exit_code))
     console.result(f"{spec}: valid policy {policy.name}")
     sys.exit(int(ExitCode.PASS))

@@ -148,6 +148,9 @@ def _locate(spec: str | Path) -> tuple[Path, str]:
         return _preset_path(spec), f"preset:{spec}"
 
     path = Path(spec)
+    if path.exists() and not path.is_file():
+        message = f"{spec}: not a regular file (a folder or a device); give the path of a YAML policy file"
+        raise PolicyError(message, [message])
     if not path.is_file():
         presets = ", ".join(PRESET_NAMES)
         message = (
