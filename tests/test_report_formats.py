@@ -28,11 +28,6 @@ CHECK_NAMES = ("sharpness", "initial_orthogonality", "curvature_coupling", "quar
 
 
 @pytest.fixture()
-def sample() -> dict:
-    return json.loads(FIXTURE.read_text(encoding="utf-8"))
-
-
-@pytest.fixture()
 def error_report(sample) -> dict:
     report = copy.deepcopy(sample)
     report.update(

@@ -72,10 +72,10 @@ def search_grid(limit: int) -> list[int]:
 
 
 def first_step(predicate, limit: int) -> int | None:
-    """Smallest step in [1, limit] where `predicate(step)` holds, by grid then bisection.
+    """Return the smallest step in [1, limit] where `predicate(step)` is true, or None.
 
-    NOTE: between two grid points the predicate is assumed to switch from false to true at
-    most once; a forecast that crosses tau and falls back inside one grid cell is missed.
+    The search walks `search_grid` and bisects the first cell where the predicate turns true.
+    NOTE: a forecast that crosses tau and falls back within one grid cell is missed.
     """
     previous = 0
     for step in search_grid(limit):

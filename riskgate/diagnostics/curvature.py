@@ -28,7 +28,7 @@ class CurvatureResult:
     projected_fraction: float
     """||P h|| / ||h||, in [0, 1]."""
     hvp_method: str
-    """How h was computed, e.g. `double_backward`."""
+    """Method that computed h, e.g. `double_backward`."""
     coefficients: tuple[float, ...]
     """b_1..b_k."""
 

@@ -24,7 +24,7 @@ from ..loading.records import EncodedSequence
 from .adam_path import ClippedAdamPath
 from .curvature import CurvatureResult, curvature_coupling
 from .fisher import EigenvectorEntry, FisherSubspace, TensorSensitivity, fisher_subspace, gram_matrix, sensitivity_map
-from .forecast import ForecastInputs, ForecastResult, quartic_forecast
+from .forecast import ForecastResult, forecast_inputs, quartic_forecast
 from .gradients import hessian_vector_product, per_sequence_gradients
 from .attribution import RecordScore, record_scores
 from .overlap import OverlapResult, initial_overlap
@@ -85,27 +85,27 @@ def _usage(sequences: Sequence[EncodedSequence], losses: torch.Tensor | None) ->
     )
 
 
-def _inner_products(left: torch.Tensor, right: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Return left @ (right * scale).T in float64, shapes (n, d) x (M, d) -> (n, M), by chunks."""
+def _inner_products(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    left_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Return (left * left_scale) @ (right * scale).T in float64, (n, d) x (M, d) -> (n, M).
+
+    Columns are converted to float64 one chunk at a time, so no float64 copy of a whole
+    gradient matrix is made.
+    """
     result = torch.zeros((left.shape[0], right.shape[0]), dtype=torch.float64)
     for start in range(0, left.shape[1], COLUMN_CHUNK):
         columns = slice(start, start + COLUMN_CHUNK)
+        left_block = left[:, columns].to(torch.float64)
+        if left_scale is not None:
+            left_block = left_block * left_scale[columns]
         block = right[:, columns].to(torch.float64)
         if scale is not None:
             block = block * scale[columns]
-        result += left[:, columns].to(torch.float64) @ block.T
-    return result
-
-
-def _direction_gram(gradients: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """Return <u_m, u_m'> for u_m = scale * g'_m, float64, (M, d) -> (M, M), by chunks."""
-    result = torch.zeros((gradients.shape[0], gradients.shape[0]), dtype=torch.float64)
-    for start in range(0, gradients.shape[1], COLUMN_CHUNK):
-        columns = slice(start, start + COLUMN_CHUNK)
-        block = gradients[:, columns].to(torch.float64)
-        if scale is not None:
-            block = block * scale[columns]
-        result += block @ block.T
+        result += left_block @ block.T
     return result
 
 
@@ -131,7 +131,7 @@ class _FinetuneState:
 
 
 class DiagnosticsRun:
-    """The passes of one analysis; `result` holds the checks, `rerun_without` the what-if."""
+    """The passes of one analysis: `run` computes the checks, `rerun_without` the what-if."""
 
     def __init__(self, model, params, names, settings: DiagnosticSettings, *, pad_token_id: int,
                  deadline: Deadline, progress: ProgressCallback | None = None) -> None:
@@ -227,15 +227,12 @@ class DiagnosticsRun:
         )
         partial["overlap"] = overlap
 
-        # Noise: variance over examples of <v_j, u_m>, u_m = D g'_m (or g'_m for SGD).
-        per_example = _inner_products(safety_grads, finetune_grads, preconditioner)  # (n, M)
-        projections = subspace.project(per_example)  # (k, M)
-        if projections.shape[1] > 1:
-            variance = projections.var(dim=1, unbiased=True)  # (k,)
-            noise_variance = float((subspace.eigenvalues * variance).sum())
-        else:
-            noise_variance = 0.0
-        direction_gram = _direction_gram(finetune_grads, preconditioner)  # <u_m, u_m'>, (M, M)
+        # Per-example directions u_m = D g'_m (g'_m for SGD), for the noise term, the
+        # attribution and the bootstrap.
+        per_example = _inner_products(safety_grads, finetune_grads, preconditioner)  # G u_m, (n, M)
+        direction_gram = _inner_products(
+            finetune_grads, finetune_grads, preconditioner, left_scale=preconditioner
+        )  # <u_m, u_m'>, (M, M)
 
         # Check 3: h = H v for SGD, h = D H v = D H D g for Adam, with G h_m per record.
         per_record_h = torch.zeros((safety_grads.shape[0], len(finetune)), dtype=torch.float64)  # (n, M)
@@ -256,16 +253,7 @@ class DiagnosticsRun:
         partial["curvature"] = curvature
 
         # Check 4: the forecast.
-        inputs = ForecastInputs(
-            eigenvalues=subspace.eigenvalues,
-            c=torch.tensor(overlap.coefficients, dtype=torch.float64),
-            b=torch.tensor(curvature.coefficients, dtype=torch.float64),
-            mean_inner_v=float(inner_v.mean()),
-            mean_inner_h=float(inner_h.mean()),
-            noise_variance=noise_variance,
-            direction_norm=overlap.gradient_norm,
-            hvp_norm=curvature.hvp_norm,
-        )
+        inputs = forecast_inputs(subspace, overlap, curvature, inner_v, inner_h, per_example)
         path = None
         if preconditioner is not None:
             path = ClippedAdamPath(gradients=safety_grads, direction=direction, acceleration=hvp, subspace=subspace)

@@ -15,7 +15,7 @@ safety-loss increase, in nats per response token, is
 with c = V_k^T v, b = V_k^T h, a = G v, u_m the per-example update directions and B the batch
 size. The cross term in ||z||^2 is kept, so first- and second-order drift can cancel.
 
-For Adam-type optimizers the displacement is clipped per coordinate (see adam_path.py); the
+For Adam-type optimizers the displacement is clipped per coordinate (see adam_path.py). The
 linear and drift terms then come from a `ClippedAdamPath` instead of the polynomial above.
 """
 
@@ -54,6 +54,29 @@ class ForecastInputs:
     """||h||."""
 
 
+def noise_variance(subspace, per_example_inner: torch.Tensor) -> float:
+    """Return sum_j lambda_j Var_m(<v_j, u_m>) from G u_m (n, M); zero for a single example."""
+    if per_example_inner.shape[1] < 2:
+        return 0.0
+    projections = subspace.project(per_example_inner)  # (k, M)
+    return float((subspace.eigenvalues * projections.var(dim=1, unbiased=True)).sum())
+
+
+def forecast_inputs(subspace, overlap, curvature, inner_v: torch.Tensor, inner_h: torch.Tensor,
+                    per_example_inner: torch.Tensor) -> ForecastInputs:
+    """Collect the forecast's inputs from Checks 1-3 and the inner products G v, G h, G u_m."""
+    return ForecastInputs(
+        eigenvalues=subspace.eigenvalues,
+        c=torch.tensor(overlap.coefficients, dtype=torch.float64),
+        b=torch.tensor(curvature.coefficients, dtype=torch.float64),
+        mean_inner_v=float(inner_v.mean()),
+        mean_inner_h=float(inner_h.mean()),
+        noise_variance=noise_variance(subspace, per_example_inner),
+        direction_norm=overlap.gradient_norm,
+        hvp_norm=curvature.hvp_norm,
+    )
+
+
 @dataclass(frozen=True)
 class ForecastTerms:
     """Delta_u_hat and its terms at one step, in nats per response token."""
@@ -65,7 +88,7 @@ class ForecastTerms:
     """(1/2) ||z(t)||^2."""
     noise: float
     onset_quartic: float
-    """(gamma_hat^2 / 8) t^4, the paper's pure onset term, reported beside the forecast."""
+    """(gamma_hat^2 / 8) t^4, the pure onset term of Springer et al. (2026), reported beside the forecast."""
 
 
 @dataclass(frozen=True)

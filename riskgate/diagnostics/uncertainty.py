@@ -21,7 +21,7 @@ import torch
 from ..errors import AnalysisError
 from .curvature import curvature_coupling
 from .fisher import fisher_subspace
-from .forecast import ForecastInputs, find_collapse_step
+from .forecast import find_collapse_step, forecast_inputs
 from .overlap import initial_overlap
 
 LOW_QUANTILE = 0.05
@@ -142,20 +142,9 @@ def bootstrap(
         gammas.append(curvature.gamma_hat)
 
         if with_collapse:
-            projections = subspace.project(per_example)  # (k, M)
-            noise = float((subspace.eigenvalues * projections.var(dim=1, unbiased=True)).sum()) if m > 1 else 0.0
-            forecast_inputs = ForecastInputs(
-                eigenvalues=subspace.eigenvalues,
-                c=torch.tensor(overlap.coefficients, dtype=torch.float64),
-                b=torch.tensor(curvature.coefficients, dtype=torch.float64),
-                mean_inner_v=float(inner_v.mean()),
-                mean_inner_h=float(inner_h.mean()),
-                noise_variance=noise,
-                direction_norm=overlap.gradient_norm,
-                hvp_norm=inputs.hvp_norm,
-            )
+            resampled = forecast_inputs(subspace, overlap, curvature, inner_v, inner_h, per_example)
             collapses.append(find_collapse_step(
-                forecast_inputs, tau=tau, learning_rate=learning_rate, batch_size=batch_size,
+                resampled, tau=tau, learning_rate=learning_rate, batch_size=batch_size,
                 search_limit=search_limit,
             ))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from riskgate.errors import DatasetError, UsageError
@@ -125,16 +124,6 @@ class InvalidRecordsError(DatasetError):
             noun = "record" if others == 1 else "records"
             message += f" (and {others} more invalid {noun})"
         super().__init__(message)
-
-
-@dataclass(frozen=True)
-class NormalizedRows:
-    """Rows of one file after validation."""
-
-    records: tuple[Record, ...]
-    skipped: tuple[SkippedRecord, ...]
-    duplicate_indices: tuple[int, ...]
-    """Indices of records whose turns exactly repeat an earlier record's. They are kept."""
 
 
 class RecordProblem(Exception):
@@ -273,48 +262,6 @@ def detect_format(
             "every record against one format"
         )
     return next(iter(first_row_of), candidates[0])
-
-
-def normalize_rows(
-    rows: Iterable[Mapping[str, Any]],
-    fmt: DatasetFormat,
-    columns: Mapping[str, str],
-    source: str,
-) -> NormalizedRows:
-    """Validate every row and convert it into a `Record`, or a `SkippedRecord` (empty response).
-
-    `columns` is the effective map from `resolve_columns`. Keeps every record in memory, which
-    the file loader avoids by calling `parse_row` and keeping only digests. Raises
-    InvalidRecordsError listing the invalid records.
-    """
-    records: list[Record] = []
-    skipped: list[SkippedRecord] = []
-    problems: list[str] = []
-    count = 0
-    for index, row in enumerate(rows):
-        try:
-            outcome = parse_row(row, index, fmt, columns)
-        except RecordProblem as problem:
-            count += 1
-            if len(problems) < MAX_LISTED_PROBLEMS:
-                problems.append(f"{source}: record {index}: {problem}")
-            continue
-        if isinstance(outcome, SkippedRecord):
-            skipped.append(outcome)
-        else:
-            records.append(outcome)
-    if problems:
-        raise InvalidRecordsError(problems, count)
-
-    first_index: dict[bytes, int] = {}
-    duplicates = []
-    for record in records:
-        digest = record_digest(record.turns)
-        if digest in first_index:
-            duplicates.append(record.index)
-        else:
-            first_index[digest] = record.index
-    return NormalizedRows(tuple(records), tuple(skipped), tuple(duplicates))
 
 
 def parse_row(

@@ -1,4 +1,4 @@
-"""Records as riskgate sees them after loading: a dataset-independent conversation form.
+"""Records after loading, in a conversation form that no longer depends on the dataset format.
 
 Every dataset format (chat messages, ShareGPT, Alpaca, prompt/completion, plain text) is
 normalised into `Record`s, so tokenisation and the diagnostics never look at column names.
@@ -86,7 +86,7 @@ class EncodedSet:
     sequences: tuple[EncodedSequence, ...]
     skipped: tuple[SkippedRecord, ...] = field(default=())
     template: str = "chat_template"
-    """How turns became text: `chat_template` (the tokenizer's) or `plain` (text records)."""
+    """Conversion of turns to text: `chat_template` (the tokenizer's) or `plain` (text records)."""
 
     @property
     def num_truncated(self) -> int:

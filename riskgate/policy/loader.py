@@ -322,17 +322,15 @@ def _validate(raw: dict[Any, Any]) -> tuple[dict[str, Any], list[str]]:
     return values, problems
 
 
-def _schema_version_problems(raw: dict[Any, Any]) -> list[str]:
+def _schema_version_problems(raw: dict[Any, Any], supported: int = SCHEMA_VERSION) -> list[str]:
+    """Return the problems of `raw`'s schema_version against the `supported` version."""
     if "schema_version" not in raw:
-        return [f"schema_version: missing; add `schema_version: {SCHEMA_VERSION}` at the top"]
+        return [f"schema_version: missing; add `schema_version: {supported}` at the top"]
     version = raw["schema_version"]
     if isinstance(version, bool) or not isinstance(version, int):
-        return [f"schema_version: expected the integer {SCHEMA_VERSION}, got {_describe(version)}"]
-    if version != SCHEMA_VERSION:
-        return [
-            f"schema_version: unsupported version {version}; this riskgate reads "
-            f"schema_version {SCHEMA_VERSION}"
-        ]
+        return [f"schema_version: expected the integer {supported}, got {_describe(version)}"]
+    if version != supported:
+        return [f"schema_version: unsupported version {version}; this riskgate reads schema_version {supported}"]
     return []
 
 

@@ -38,6 +38,7 @@ from riskgate.policy.loader import (
     _describe,
     _describe_yaml_error,
     _did_you_mean,
+    _schema_version_problems,
     _UniqueKeyLoader,
     _unknown_keys,
 )
@@ -309,7 +310,7 @@ def _iso(day: dt.date | None) -> str | None:
 def _validate(raw: dict[Any, Any]) -> tuple[list[Waiver], list[str]]:
     """Check the whole file and return the valid entries and every problem found."""
     problems = _unknown_keys(raw, _TOP_LEVEL_KEYS, prefix="")
-    problems.extend(_schema_version_problems(raw))
+    problems.extend(_schema_version_problems(raw, SCHEMA_VERSION))
 
     if "waivers" not in raw:
         problems.append("waivers: missing; add a `waivers:` list of entries (it may be empty: `waivers: []`)")
@@ -337,16 +338,6 @@ def _validate(raw: dict[Any, Any]) -> tuple[list[Waiver], list[str]]:
         waivers.append(waiver)
     return waivers, problems
 
-
-def _schema_version_problems(raw: dict[Any, Any]) -> list[str]:
-    if "schema_version" not in raw:
-        return [f"schema_version: missing; add `schema_version: {SCHEMA_VERSION}` at the top"]
-    version = raw["schema_version"]
-    if isinstance(version, bool) or not isinstance(version, int):
-        return [f"schema_version: expected the integer {SCHEMA_VERSION}, got {_describe(version)}"]
-    if version != SCHEMA_VERSION:
-        return [f"schema_version: unsupported version {version}; this riskgate reads schema_version {SCHEMA_VERSION}"]
-    return []
 
 
 def _validate_entry(index: int, entry: Any) -> tuple[Waiver | None, list[str]]:
