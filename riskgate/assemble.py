@@ -7,7 +7,7 @@ dict and never recompute numbers. Schema version 1 is documented in docs/report-
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -204,6 +204,13 @@ def checks_section(result: DiagnosticsResult | None) -> dict:
     }
 
 
+def baselines_section(result: DiagnosticsResult | None) -> dict | None:
+    """Baseline signals for validating the checks (diagnostics/baselines.py); they never gate."""
+    if result is None or result.baselines is None:
+        return None
+    return asdict(result.baselines)
+
+
 def build_report(
     *,
     verdict: str,
@@ -239,5 +246,6 @@ def build_report(
         "budget": {"limits": budget.to_dict(), "used": budget_used},
         "seed": seed,
         "checks": checks_section(diagnostics),
+        "baselines": baselines_section(diagnostics),
         "findings": findings,
     }

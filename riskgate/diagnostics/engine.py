@@ -27,6 +27,7 @@ from .fisher import EigenvectorEntry, FisherSubspace, TensorSensitivity, fisher_
 from .forecast import ForecastResult, forecast_inputs, quartic_forecast
 from .gradients import hessian_vector_product, per_sequence_gradients
 from .attribution import RecordScore, record_scores
+from .baselines import BaselineResult, baseline_signals
 from .overlap import OverlapResult, initial_overlap
 from .settings import DiagnosticSettings, Optimizer, Stage
 from .uncertainty import BootstrapInputs, UncertaintyResult, bootstrap
@@ -63,6 +64,7 @@ class DiagnosticsResult:
     curvature: CurvatureResult | None
     forecast: ForecastResult | None
     uncertainty: UncertaintyResult | None
+    baselines: BaselineResult | None
     records: tuple[RecordScore, ...]
     """Per fine-tune record attribution, in the order of the analysed sequences."""
     safety: SetUsage
@@ -171,6 +173,7 @@ class DiagnosticsRun:
                 curvature=partial.get("curvature"),
                 forecast=partial.get("forecast"),
                 uncertainty=None,
+                baselines=None,
                 records=(),
                 safety=_usage(safety, safety_losses),
                 finetune=_usage(finetune, finetune_losses),
@@ -226,6 +229,11 @@ class DiagnosticsRun:
             subspace, inner_v, float(direction.norm()), orthogonality_level=settings.orthogonality_level
         )
         partial["overlap"] = overlap
+        inner_g = inner_v if preconditioner is None else _inner_products(safety_grads, mean_grad[None, :])[:, 0]
+        baselines = baseline_signals(
+            side.gram, inner_g, inner_v, gradient_norm=float(mean_grad.norm()),
+            direction_norm=float(direction.norm()), rank=subspace.k, seed=settings.seed,
+        )
 
         # Per-example directions u_m = D g'_m (g'_m for SGD), for the noise term, the
         # attribution and the bootstrap.
@@ -289,6 +297,7 @@ class DiagnosticsRun:
             curvature=curvature,
             forecast=forecast,
             uncertainty=uncertainty,
+            baselines=baselines,
             records=tuple(records),
             safety=_usage(side.sequences, side.losses),
             finetune=_usage(finetune, finetune_losses),
