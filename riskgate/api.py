@@ -24,7 +24,6 @@ from .progress import NullProgress, Progress
 logger = logging.getLogger(__name__)
 
 # Factor over the gradient matrices' size that leaves room for the model and activations.
-_MEMORY_HEADROOM = 1.5
 
 
 @dataclass(frozen=True)
@@ -96,13 +95,6 @@ def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_l
     return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out, records
 
 
-def _estimate_gradient_bytes(rows: int, numel: int, dtype) -> int:
-    import torch
-
-    itemsize = 8 if dtype == torch.float64 else 4
-    return int(rows * numel * itemsize * _MEMORY_HEADROOM)
-
-
 def _available_memory_bytes() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
@@ -139,6 +131,8 @@ def check(
     waivers: str | Path | None = None,
     what_if_drop: int = 0,
     export_filtered: str | Path | None = None,
+    max_memory: int | str | None = None,
+    hvp_method: str = "auto",
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -149,6 +143,10 @@ def check(
     input; returns a report with verdict `error` when the analysis cannot finish.
     `what_if_drop` K > 0 reruns the fine-tune side without the K records with the largest share
     of the forecast drift, and `export_filtered` writes the dataset without them.
+    `max_memory` (bytes, or a size such as "16G") caps the estimated memory of the diagnostics:
+    gradients stay exact when they fit and are sketched otherwise (diagnostics/memory.py);
+    the default is 80% of the available memory. `hvp_method` is one of auto,
+    forward_over_reverse, double_backward, finite_difference (diagnostics/hvp.py).
     `waivers` is a waivers YAML file (see `riskgate.policy.waivers`); an expired entry that
     still matches a failing or warning finding raises `WaiverError` after the analysis.
     """
@@ -171,6 +169,16 @@ def check(
         check_destination(dataset, export_filtered)
     if isinstance(params, str):
         params = [params]
+    from .diagnostics.memory import parse_size
+    from .diagnostics.settings import HvpMethod
+
+    if isinstance(max_memory, str):
+        max_memory = parse_size(max_memory)
+    elif max_memory is not None and (isinstance(max_memory, bool) or max_memory <= 0):
+        raise UsageError(f"--max-memory: must be a positive size, got {max_memory!r}")
+    methods = [m.value for m in HvpMethod]
+    if hvp_method not in methods:
+        raise UsageError(f"--hvp-method: {hvp_method!r} is not one of {', '.join(methods)}")
     deadline = Deadline(budget.time_budget_s)
     _validate_budget(budget)
 
@@ -212,15 +220,18 @@ def check(
     )
     progress.finish("loading model")
 
-    needed = _estimate_gradient_bytes(
-        len(safety_encoded.sequences) + len(fine_encoded.sequences), scope.numel, scoped_params[0].dtype
-    )
+    import torch
+
+    from .diagnostics.memory import plan_memory
+
     available = _available_memory_bytes()
-    if available is not None and needed > available:
-        raise EnvironmentFailure(
-            f"scope of {scope.numel:,} parameters needs about {needed / 2**30:.1f} GiB for gradients, "
-            f"{available / 2**30:.1f} GiB available; narrow --params or lower --max-safety-examples/--max-finetune-examples"
-        )
+    limit = max_memory if max_memory is not None else int(0.8 * available) if available else 16 * 2**30
+    model_itemsize = scoped_params[0].element_size()
+    memory = plan_memory(
+        parameters_total=loaded_model.parameters_total, model_itemsize=model_itemsize, numel=scope.numel,
+        rows=len(safety_encoded.sequences) + len(fine_encoded.sequences),
+        itemsize=8 if scoped_params[0].dtype == torch.float64 else 4, limit_bytes=limit,
+    )
 
     if what_if_drop >= len(fine_encoded.sequences):
         raise UsageError(
@@ -238,6 +249,8 @@ def check(
         optimizer=plan.optimizer,
         adam_epsilon=plan.adam_epsilon,
         seed=seed,
+        hvp_method=HvpMethod(hvp_method),
+        sketch_width=memory.sketch_width,
     )
     pad_token_id = _pad_token_id(loaded_model.tokenizer)
     runner, diagnostics, errors = _run(loaded_model.model, scoped_params, scope.names, safety_encoded, fine_encoded,
@@ -309,6 +322,16 @@ def check(
         findings=[finding.to_dict() for finding in evaluation.findings],
     )
     report["waivers"] = waived.to_dict()
+    info = runner.engine_info()
+    report["engine"] = {
+        "path": info.path,
+        "sketch_width": info.sketch_width,
+        "error_scale": info.error_scale,
+        "hvp_method": info.hvp_method,
+        "micro_batch_size": settings.micro_batch_size,
+        "max_memory_bytes": memory.limit_bytes,
+        "estimated_bytes": memory.estimated_bytes,
+    }
 
     # Which records carry the risk, and what dropping the riskiest would change.
     from .attribution_report import attribution_section

@@ -115,6 +115,14 @@ def main() -> None:
 @click.option("--waivers", type=click.Path(path_type=Path), metavar="FILE",
               help="Waivers YAML: accepted fail and warn findings for one model and dataset "
                    "(by sha256), each with a reason and an optional expiry date.")
+@click.option("--max-memory", metavar="SIZE",
+              help="Memory limit for the diagnostics, e.g. 16G: gradients stay exact when they fit "
+                   "and are compressed by a CountSketch otherwise (the report states its error). "
+                   "Default: 80% of the available memory.")
+@click.option("--hvp-method", type=click.Choice(["auto", "forward_over_reverse", "double_backward", "finite_difference"]),
+              default="auto", show_default=True,
+              help="How Hessian-vector products are computed; auto is forward over reverse, with "
+                   "double backward for models whose ops lack forward-mode derivatives.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sampling choice.")
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]),
               help="Precision to run the model in. Default float32.")
@@ -197,6 +205,8 @@ def _run_check(console, options) -> ExitCode:
                 waivers=options["waivers"],
                 what_if_drop=options["what_if_drop"],
                 export_filtered=options["export_filtered"],
+                max_memory=options["max_memory"],
+                hvp_method=options["hvp_method"],
                 progress=progress,
             )
     except click.BadParameter:

@@ -117,3 +117,43 @@ def test_report_lists_sampled_records(tiny_checkpoint, inputs):
     assert sorted(r["index"] for r in report["attribution"]["records"]) == used
     again = run(tiny_checkpoint, inputs, seed=4).report
     assert again["dataset"]["records_analysed"] != used
+
+
+def test_report_names_engine_path_and_method(tiny_checkpoint, inputs):
+    report = run(tiny_checkpoint, inputs, hvp_method="double_backward", max_memory="4G").report
+    engine = report["engine"]
+    assert engine["path"] == "exact" and engine["sketch_width"] is None and engine["error_scale"] == 0.0
+    assert engine["hvp_method"] == "double_backward"
+    assert report["checks"]["curvature_coupling"]["hvp_method"] == "double_backward"
+    assert engine["max_memory_bytes"] == 4 * 2**30
+    assert 0 < engine["estimated_bytes"] < engine["max_memory_bytes"]
+
+
+def test_hvp_methods_agree_through_the_api(tiny_checkpoint, inputs):
+    exact = run(tiny_checkpoint, inputs, hvp_method="forward_over_reverse").report["checks"]["curvature_coupling"]
+    other = run(tiny_checkpoint, inputs, hvp_method="double_backward").report["checks"]["curvature_coupling"]
+    assert math.isclose(exact["gamma_hat"], other["gamma_hat"], rel_tol=1e-4)
+    assert exact["gamma_hat"] > 0
+
+
+def test_memory_limit_too_small_is_an_environment_failure(tiny_checkpoint, inputs):
+    from riskgate.errors import EnvironmentFailure, ExitCode
+
+    with pytest.raises(EnvironmentFailure, match="--max-memory") as caught:
+        run(tiny_checkpoint, inputs, max_memory="1M")
+    assert caught.value.exit_code == ExitCode.RUNTIME_ERROR
+
+
+@pytest.mark.parametrize("value, message", [("lots", "not a size"), ("0G", "more than 0"), (-5, "positive")])
+def test_bad_memory_limit_is_a_usage_error(tiny_checkpoint, inputs, value, message):
+    from riskgate.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        run(tiny_checkpoint, inputs, max_memory=value)
+
+
+def test_unknown_hvp_method_is_a_usage_error(tiny_checkpoint, inputs):
+    from riskgate.errors import UsageError
+
+    with pytest.raises(UsageError, match="--hvp-method"):
+        run(tiny_checkpoint, inputs, hvp_method="magic")

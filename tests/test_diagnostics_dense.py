@@ -320,7 +320,7 @@ def test_curvature_matches_dense(layer, optimizer):
 
     norm = float(acceleration.norm())
     projected = float(reference.project(acceleration, k).norm())
-    assert curvature.hvp_method == "double_backward"
+    assert curvature.hvp_method == "forward_over_reverse"
     assert_close("hvp_norm", curvature.hvp_norm, norm, RTOL)
     assert_close("gamma_euclidean", curvature.gamma_euclidean, projected, RTOL)
     assert_close("projected_fraction", curvature.projected_fraction, projected / norm, RTOL)
@@ -682,9 +682,10 @@ def test_spent_deadline_stops_at_safety_gradients(layer):
 
 
 def test_deadline_in_curvature_keeps_earlier_checks(layer):
-    # One read at construction, then one per safety and one per fine-tune sequence.
-    deadline = Deadline(1.0, clock=_stepping_clock(1 + SAFETY_COUNT + FINETUNE_COUNT))
+    # One read at construction, then one per safety and one per fine-tune micro-batch.
     settings = make_settings()
+    batches = -(-SAFETY_COUNT // settings.micro_batch_size) - (-FINETUNE_COUNT // settings.micro_batch_size)
+    deadline = Deadline(1.0, clock=_stepping_clock(1 + batches))
     result = run_diagnostics(
         layer.model, layer.params, layer.names, layer.safety, layer.finetune, settings,
         pad_token_id=PAD_TOKEN_ID, deadline=deadline,

@@ -18,6 +18,7 @@ inner products G x(t) (n,), one (n, d) product per step evaluated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,8 @@ class ClippedAdamPath:
     acceleration: torch.Tensor
     """D H D g, shape (d,)."""
     subspace: FisherSubspace
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """x -> S x when `gradients` holds sketched rows S g_i (n, r); None when they are exact."""
 
     def displacement(self, t: float) -> torch.Tensor:
         """x(t), shape (d,), in the gradients' dtype."""
@@ -48,7 +51,10 @@ class ClippedAdamPath:
 
     def linear_and_drift(self, t: float) -> tuple[float, float]:
         """Return (<gbar_S, x(t)>, (1/2) ||F^{1/2} P x(t)||^2) in nats per response token."""
-        inner = (self.gradients @ self.displacement(t)).to(torch.float64)  # G x(t), (n,)
+        x = self.displacement(t)
+        if self.project is not None:
+            x = self.project(x).to(self.gradients.dtype)
+        inner = (self.gradients @ x).to(torch.float64)  # G x(t), (n,)
         coefficients = self.subspace.project(inner)  # V_k^T x(t), (k,)
         drift = 0.5 * float((self.subspace.eigenvalues * coefficients.square()).sum())
         return float(inner.mean()), drift

@@ -25,11 +25,12 @@ from .adam_path import ClippedAdamPath
 from .curvature import CurvatureResult, curvature_coupling
 from .fisher import EigenvectorEntry, FisherSubspace, TensorSensitivity, fisher_subspace, gram_matrix, sensitivity_map
 from .forecast import ForecastResult, forecast_inputs, quartic_forecast
-from .gradients import hessian_vector_product, per_sequence_gradients
+from .gradients import hessian_vector_product, per_sequence_gradients, storage_dtype, stream_gradients
 from .attribution import RecordScore, record_scores
 from .baselines import BaselineResult, baseline_signals
 from .overlap import OverlapResult, initial_overlap
 from .settings import DiagnosticSettings, Optimizer, Stage
+from .sketch import CountSketch
 from .uncertainty import BootstrapInputs, UncertaintyResult, bootstrap
 
 COLUMN_CHUNK = 1 << 20
@@ -56,6 +57,20 @@ class SharpnessResult:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """How the gradients were kept and how the curvature was computed."""
+
+    path: str
+    """`exact` (gradients held in memory) or `sketched` (CountSketch, sketch.py)."""
+    sketch_width: int | None
+    """r, the number of sketched coordinates; None on the exact path."""
+    error_scale: float
+    """sqrt(2 / min r_t): one standard deviation of a sketched inner product over ||a|| ||b||; 0 when exact."""
+    hvp_method: str | None
+    """Method of the Hessian-vector products; None when the curvature pass did not run."""
+
+
+@dataclass(frozen=True)
 class DiagnosticsResult:
     """Everything the diagnostics produced; a check is None when the run stopped before it."""
 
@@ -73,6 +88,7 @@ class DiagnosticsResult:
     complete: bool
     incomplete_reason: str | None
     elapsed_s: float
+    engine: EngineInfo | None = None
 
 
 ProgressCallback = Callable[[Stage, int, int], None]
@@ -125,11 +141,18 @@ class _SafetySide:
 
 @dataclass
 class _FinetuneState:
-    """Per-example fine-tune gradients (M, d) and their losses, for reruns on subsets."""
+    """The fine-tune gradients and their losses, for the checks and for reruns on subsets.
+
+    Exact path: `gradients` holds g'_m as rows (M, d), and the moments come from it.
+    Sketched path: `gradients` holds S u_m (M, r) with u_m = D g'_m (g'_m for SGD), and the
+    mean gradient and second moment are exact (d,) sums kept beside it.
+    """
 
     gradients: torch.Tensor
     losses: torch.Tensor
     sequences: Sequence[EncodedSequence]
+    mean: torch.Tensor | None = None
+    second_moment: torch.Tensor | None = None
 
 
 class DiagnosticsRun:
@@ -146,6 +169,72 @@ class DiagnosticsRun:
         self.progress = progress
         self.safety_side: _SafetySide | None = None
         self.finetune_state: _FinetuneState | None = None
+        self.sizes = [p.numel() for p in self.params]
+        self.sketch = None
+        if settings.sketch_width is not None:
+            self.sketch = CountSketch(self.sizes, settings.sketch_width, seed=settings.seed)
+        self.hvp_method: str | None = None
+
+    def engine_info(self) -> EngineInfo:
+        if self.sketch is None:
+            return EngineInfo("exact", None, 0.0, self.hvp_method)
+        return EngineInfo("sketched", self.sketch.width, self.sketch.layout.error_scale, self.hvp_method)
+
+    def _project(self, vector: torch.Tensor) -> torch.Tensor:
+        """x -> S x on the sketched path, x itself on the exact path; float64 (d,) or (r,)."""
+        if self.sketch is None:
+            return vector
+        return self.sketch.apply_vector(vector.to(torch.float64))
+
+    def _gradients(self, sequences, stage: Stage, scale: torch.Tensor | None = None, moments: bool = False):
+        """One gradient pass: rows (len, d) exact or (len, r) sketched, losses, and exact moments.
+
+        On the sketched path each row is S (scale * g_m); with `moments`, the exact sum and
+        sum of squares of the g_m, (d,) each, are accumulated as well.
+        """
+        if self.sketch is None:
+            grads, losses = per_sequence_gradients(
+                self.model, self.params, sequences, pad_token_id=self.pad_token_id, deadline=self.deadline,
+                stage=stage.value, micro_batch_size=self.settings.micro_batch_size, progress=self._report(stage),
+            )
+            return grads, losses, None, None
+        sketch = self.sketch
+        dtype = storage_dtype(self.params)
+        rows = torch.zeros((len(sequences), sketch.width), dtype=dtype)
+        offsets = [0]
+        for size in self.sizes:
+            offsets.append(offsets[-1] + size)
+        total = torch.zeros(offsets[-1], dtype=torch.float64) if moments else None
+        squares = torch.zeros(offsets[-1], dtype=torch.float64) if moments else None
+
+        def add(indices: torch.Tensor, index: int, grads: torch.Tensor) -> None:
+            span = slice(offsets[index], offsets[index + 1])
+            grads = grads.to(dtype)
+            if moments:
+                wide = grads.to(torch.float64)
+                total[span] += wide.sum(dim=0)
+                squares[span] += wide.square().sum(dim=0)
+            if scale is not None:
+                grads = grads * scale[span].to(dtype)
+            rows[indices, sketch.columns(index)] += sketch.apply(index, grads)
+
+        losses = stream_gradients(
+            self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,
+            stage=stage.value, micro_batch_size=self.settings.micro_batch_size, progress=self._report(stage),
+        )
+        return rows, losses, total, squares
+
+    def _finetune_pass(self, finetune: Sequence[EncodedSequence]) -> _FinetuneState:
+        """Fine-tune gradients; on the sketched Adam path, a second pass sketches D g'_m."""
+        grads, losses, total, squares = self._gradients(finetune, Stage.FINETUNE_GRADIENTS, moments=True)
+        if self.sketch is None:
+            return _FinetuneState(grads, losses, finetune)
+        count = len(finetune)
+        mean, second_moment = total / count, squares / count
+        if self.settings.optimizer is Optimizer.ADAMW:
+            preconditioner = 1.0 / (second_moment.sqrt() + self.settings.adam_epsilon)
+            grads, _, _, _ = self._gradients(finetune, Stage.FINETUNE_GRADIENTS, scale=preconditioner)
+        return _FinetuneState(grads, losses, finetune, mean, second_moment)
 
     def _report(self, stage: Stage):
         progress = self.progress
@@ -158,12 +247,8 @@ class DiagnosticsRun:
         try:
             self.safety_side = self._safety_pass(safety)
             partial["sharpness"] = self.safety_side.sharpness
-            grads, losses = per_sequence_gradients(
-                self.model, self.params, finetune, pad_token_id=self.pad_token_id, deadline=self.deadline,
-                stage=Stage.FINETUNE_GRADIENTS.value, progress=self._report(Stage.FINETUNE_GRADIENTS),
-            )  # (M, d)
-            self.finetune_state = _FinetuneState(grads, losses, finetune)
-            return self._finetune_side(finetune, grads, losses, partial)
+            self.finetune_state = self._finetune_pass(finetune)
+            return self._finetune_side(self.finetune_state, partial)
         except BudgetExhausted as exc:
             safety_losses = self.safety_side.losses if self.safety_side else None
             finetune_losses = self.finetune_state.losses if self.finetune_state else None
@@ -181,6 +266,7 @@ class DiagnosticsRun:
                 complete=False,
                 incomplete_reason=str(exc),
                 elapsed_s=self.deadline.elapsed_s,
+                engine=self.engine_info(),
             )
 
     def rerun_without(self, dropped_indices: set[int]) -> "DiagnosticsResult":
@@ -192,54 +278,65 @@ class DiagnosticsRun:
         if not rows:
             raise AnalysisError("what-if: dropping these records leaves no fine-tune sequence")
         kept = [state.sequences[row] for row in rows]
-        selector = torch.tensor(rows, dtype=torch.long)
         partial = {"sharpness": self.safety_side.sharpness}
-        return self._finetune_side(kept, state.gradients[selector], state.losses[selector], partial)
+        if self.sketch is not None:
+            # Sketched rows cannot give the subset's exact moments: rerun the passes on it.
+            try:
+                return self._finetune_side(self._finetune_pass(kept), partial)
+            except BudgetExhausted as exc:
+                raise AnalysisError(f"what-if: {exc}") from exc
+        selector = torch.tensor(rows, dtype=torch.long)
+        subset = _FinetuneState(state.gradients[selector], state.losses[selector], kept)
+        return self._finetune_side(subset, partial)
 
     def _safety_pass(self, safety: Sequence[EncodedSequence]) -> _SafetySide:
-        gradients, losses = per_sequence_gradients(
-            self.model, self.params, safety, pad_token_id=self.pad_token_id, deadline=self.deadline,
-            stage=Stage.SAFETY_GRADIENTS.value, progress=self._report(Stage.SAFETY_GRADIENTS),
-        )  # (n, d)
+        gradients, losses, _, _ = self._gradients(safety, Stage.SAFETY_GRADIENTS)  # G (n, d) or S G (n, r)
         gram = gram_matrix(gradients)  # K, (n, n)
         subspace = fisher_subspace(
             gram, rho=self.settings.rho, k_max=self.settings.k_max, gradient_dtype=gradients.dtype
         )
         shapes = [tuple(p.shape) for p in self.params]
-        rows, entries = sensitivity_map(gradients, subspace, self.names, shapes)
+        # A sketch that copied every tensor exactly has the exact layout, entries included.
+        copied = self.sketch is None or all(self.sketch.layout.exact)
+        columns = None if copied else [self.sketch.columns(t) for t in range(len(self.params))]
+        rows, entries = sensitivity_map(gradients, subspace, self.names, shapes, columns=columns)
         sharpness = SharpnessResult(subspace, tuple(rows), tuple(entries))
         return _SafetySide(gradients, gram, subspace, sharpness, losses, safety)
 
-    def _finetune_side(self, finetune, finetune_grads, finetune_losses, partial: dict) -> "DiagnosticsResult":
+    def _finetune_side(self, state: _FinetuneState, partial: dict) -> "DiagnosticsResult":
         settings = self.settings
         side = self.safety_side
+        finetune, finetune_grads, finetune_losses = state.sequences, state.gradients, state.losses
         safety_grads, subspace = side.gradients, side.subspace
         optimizer_form = "adam" if settings.optimizer is Optimizer.ADAMW else "sgd"
+        project = self._project
 
         # Check 2: the update direction v and its overlap with the subspace.
-        mean_grad = finetune_grads.to(torch.float64).mean(dim=0)  # (d,)
+        exact = self.sketch is None
+        mean_grad = finetune_grads.to(torch.float64).mean(dim=0) if exact else state.mean  # (d,)
         if settings.optimizer is Optimizer.ADAMW:
-            second_moment = finetune_grads.to(torch.float64).square().mean(dim=0)  # (d,)
+            second_moment = finetune_grads.to(torch.float64).square().mean(dim=0) if exact else state.second_moment
             preconditioner = 1.0 / (second_moment.sqrt() + settings.adam_epsilon)  # D, (d,)
         else:
             preconditioner = None
         direction = mean_grad if preconditioner is None else preconditioner * mean_grad  # v, (d,)
-        inner_v = _inner_products(safety_grads, direction[None, :])[:, 0]  # G v, (n,)
+        inner_v = _inner_products(safety_grads, project(direction)[None, :])[:, 0]  # G v, (n,)
         overlap = initial_overlap(
             subspace, inner_v, float(direction.norm()), orthogonality_level=settings.orthogonality_level
         )
         partial["overlap"] = overlap
-        inner_g = inner_v if preconditioner is None else _inner_products(safety_grads, mean_grad[None, :])[:, 0]
+        inner_g = inner_v if preconditioner is None else _inner_products(safety_grads, project(mean_grad)[None, :])[:, 0]
         baselines = baseline_signals(
             side.gram, inner_g, inner_v, gradient_norm=float(mean_grad.norm()),
             direction_norm=float(direction.norm()), rank=subspace.k, seed=settings.seed,
         )
 
         # Per-example directions u_m = D g'_m (g'_m for SGD), for the noise term, the
-        # attribution and the bootstrap.
-        per_example = _inner_products(safety_grads, finetune_grads, preconditioner)  # G u_m, (n, M)
+        # attribution and the bootstrap. Sketched rows already hold S u_m.
+        row_scale = preconditioner if exact else None
+        per_example = _inner_products(safety_grads, finetune_grads, row_scale)  # G u_m, (n, M)
         direction_gram = _inner_products(
-            finetune_grads, finetune_grads, preconditioner, left_scale=preconditioner
+            finetune_grads, finetune_grads, row_scale, left_scale=row_scale
         )  # <u_m, u_m'>, (M, M)
 
         # Check 3: h = H v for SGD, h = D H v = D H D g for Adam, with G h_m per record.
@@ -247,24 +344,27 @@ class DiagnosticsRun:
 
         def record_hvp(position: int, hvp_m: torch.Tensor) -> None:
             scaled = hvp_m.to(torch.float64) if preconditioner is None else preconditioner * hvp_m.to(torch.float64)
-            per_record_h[:, position] = _inner_products(safety_grads, scaled[None, :])[:, 0]
+            per_record_h[:, position] = _inner_products(safety_grads, project(scaled)[None, :])[:, 0]
 
-        hvp = hessian_vector_product(
+        hvp, hvp_method = hessian_vector_product(
             self.model, self.params, finetune, direction, pad_token_id=self.pad_token_id,
-            deadline=self.deadline, micro_batch_size=settings.micro_batch_size,
+            deadline=self.deadline, micro_batch_size=settings.micro_batch_size, method=settings.hvp_method,
             progress=self._report(Stage.CURVATURE), on_sequence=record_hvp,
-        ).to(torch.float64)
+        )
+        self.hvp_method = hvp_method.value
+        hvp = hvp.to(torch.float64)
         if preconditioner is not None:
             hvp = preconditioner * hvp
-        inner_h = _inner_products(safety_grads, hvp[None, :])[:, 0]  # G h, (n,)
-        curvature = curvature_coupling(subspace, inner_h, float(hvp.norm()), hvp_method="double_backward")
+        inner_h = _inner_products(safety_grads, project(hvp)[None, :])[:, 0]  # G h, (n,)
+        curvature = curvature_coupling(subspace, inner_h, float(hvp.norm()), hvp_method=hvp_method.value)
         partial["curvature"] = curvature
 
         # Check 4: the forecast.
         inputs = forecast_inputs(subspace, overlap, curvature, inner_v, inner_h, per_example)
         path = None
         if preconditioner is not None:
-            path = ClippedAdamPath(gradients=safety_grads, direction=direction, acceleration=hvp, subspace=subspace)
+            path = ClippedAdamPath(gradients=safety_grads, direction=direction, acceleration=hvp, subspace=subspace,
+                                   project=None if exact else project)
         self.deadline.check("forecast")
         forecast = quartic_forecast(
             inputs, tau=settings.tau, learning_rate=settings.learning_rate,
@@ -305,6 +405,7 @@ class DiagnosticsRun:
             complete=True,
             incomplete_reason=None,
             elapsed_s=self.deadline.elapsed_s,
+            engine=self.engine_info(),
         )
 
 

@@ -148,11 +148,15 @@ def sensitivity_map(
     *,
     top_vectors: int = 3,
     top_entries: int = 5,
+    columns: Sequence[slice] | None = None,
 ) -> tuple[list[TensorSensitivity], list[EigenvectorEntry]]:
     """Build the sensitivity map by tensor and the largest entries of the top eigenvectors.
 
     V_k = G^T U_k diag(1 / sqrt(n lambda)) is built one tensor slice at a time, shape
     (numel, k), so no more than one tensor's slice of V_k is held at once.
+    With `columns` (sketched rows S G, one column range per tensor), the shares come from the
+    sketched slices, whose squared norms are unbiased, and no entries are listed: sketched
+    coordinates are not parameter coordinates.
     """
     scale = torch.sqrt(subspace.n * subspace.eigenvalues)  # (k,)
     weights = subspace.eigenvalues / subspace.eigenvalues.sum()  # (k,)
@@ -165,10 +169,14 @@ def sensitivity_map(
         numel = 1
         for size in shape:
             numel *= size
-        block = gradients[:, offset : offset + numel].to(torch.float64)  # (n, numel)
+        span = slice(offset, offset + numel) if columns is None else columns[len(rows)]
+        block = gradients[:, span].to(torch.float64)  # (n, numel)
         slice_vectors = (block.T @ subspace.gram_eigenvectors) / scale  # (numel, k)
         share = float((slice_vectors.square().sum(dim=0) * weights).sum())
         rows.append(TensorSensitivity(tensor=name, share=share, numel=numel))
+        offset += numel
+        if columns is not None:
+            continue
 
         for j in range(vectors_kept):
             column = slice_vectors[:, j].abs()
@@ -180,7 +188,6 @@ def sensitivity_map(
                 candidates.append(
                     EigenvectorEntry(j + 1, name, index, float(slice_vectors[flat, j]))
                 )
-        offset += numel
 
     rows.sort(key=lambda row: row.share, reverse=True)
     entries: list[EigenvectorEntry] = []

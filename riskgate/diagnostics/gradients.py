@@ -21,6 +21,9 @@ import torch
 
 from ..budget import Deadline
 from ..loading.records import EncodedSequence
+from .hvp import METHODS
+from .settings import HvpMethod
+from .per_example import BatchedGradients, GradientSink
 
 ProgressFn = Callable[[int, int], None]
 """Called as progress(done, total) after each sequence or micro-batch."""
@@ -56,8 +59,12 @@ def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int) -> Batch
     return Batch(input_ids, attention_mask, position_ids, loss_mask)
 
 
-def sequence_losses(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Return the per-sequence mean response-token NLL, shape (B,), in the model's dtype."""
+def sequence_losses(model: Callable[..., object], batch: Batch) -> torch.Tensor:
+    """Return the per-sequence mean response-token NLL, shape (B,), in the model's dtype.
+
+    `model` is the model or any callable that takes its keyword arguments (hvp.py passes a
+    torch.func.functional_call of it).
+    """
     outputs = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -97,6 +104,51 @@ def storage_dtype(params: Sequence[torch.Tensor]) -> torch.dtype:
     return torch.float64 if params[0].dtype == torch.float64 else torch.float32
 
 
+def stream_gradients(
+    model: torch.nn.Module,
+    params: Sequence[torch.Tensor],
+    sequences: Sequence[EncodedSequence],
+    sink: GradientSink,
+    *,
+    pad_token_id: int,
+    deadline: Deadline,
+    stage: str,
+    micro_batch_size: int = 4,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Send each sequence's gradient grad_theta l_i(theta*) to `sink`; return the losses (n,).
+
+    Sequences are sorted by length and cut into micro-batches, so padding stays small; each
+    micro-batch takes one forward and one backward pass (per_example.py). Parameters of module
+    types without a batched rule take one backward pass per sequence instead. The sink receives
+    each parameter's gradient for a group of rows once, whole.
+    """
+    engine = BatchedGradients(model, params)
+    losses = torch.empty(len(sequences), dtype=torch.float64)
+    order = sorted(range(len(sequences)), key=lambda i: sequences[i].num_tokens)
+    done = 0
+    for start in range(0, len(order), micro_batch_size):
+        deadline.check(stage)
+        rows = order[start : start + micro_batch_size]
+        batch = make_batch([sequences[i] for i in rows], pad_token_id)
+        row_index = torch.tensor(rows, dtype=torch.long)
+        batch_losses = engine.run(batch, row_index, sink, sequence_losses)
+        losses[row_index] = batch_losses.to(torch.float64)
+        if engine.looped:
+            looped = [params[i] for i in engine.looped]
+            for row in rows:
+                deadline.check(stage)
+                loss = sequence_losses(model, make_batch([sequences[row]], pad_token_id))[0]
+                grads = torch.autograd.grad(loss, looped, allow_unused=True)
+                for index, grad in zip(engine.looped, grads):
+                    if grad is not None:
+                        sink(torch.tensor([row]), index, grad.reshape(1, -1))
+        done += len(rows)
+        if progress is not None:
+            progress(done, len(sequences))
+    return losses
+
+
 def per_sequence_gradients(
     model: torch.nn.Module,
     params: Sequence[torch.Tensor],
@@ -105,28 +157,29 @@ def per_sequence_gradients(
     pad_token_id: int,
     deadline: Deadline,
     stage: str,
+    micro_batch_size: int = 4,
     progress: ProgressFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the per-sequence gradients, shape (n, d), and losses, shape (n,) in float64.
 
-    Row i is grad_theta l_i(theta*) restricted to `params`, from one backward pass per
-    sequence. Only the scoped parameters require gradients, so each backward pass stops at the
-    earliest scoped layer.
+    Row i is grad_theta l_i(theta*) restricted to `params`, in the order of `params`.
 
     Warning: memory is n * d * 4 bytes (float32) or 8 bytes (float64 models).
     """
     dtype = storage_dtype(params)
-    numel = sum(p.numel() for p in params)
-    matrix = torch.empty((len(sequences), numel), dtype=dtype)
-    losses = torch.empty(len(sequences), dtype=torch.float64)
-    for row, seq in enumerate(sequences):
-        deadline.check(stage)
-        loss = sequence_losses(model, make_batch([seq], pad_token_id))[0]
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        matrix[row] = flat_grad(grads, params, dtype)
-        losses[row] = float(loss.detach())
-        if progress is not None:
-            progress(row + 1, len(sequences))
+    offsets = [0]
+    for p in params:
+        offsets.append(offsets[-1] + p.numel())
+    matrix = torch.zeros((len(sequences), offsets[-1]), dtype=dtype)
+
+    def add(rows: torch.Tensor, index: int, grads: torch.Tensor) -> None:
+        columns = slice(offsets[index], offsets[index + 1])
+        matrix[rows, columns] += grads.to(dtype=dtype, device=matrix.device)
+
+    losses = stream_gradients(
+        model, params, sequences, add, pad_token_id=pad_token_id, deadline=deadline, stage=stage,
+        micro_batch_size=micro_batch_size, progress=progress,
+    )
     return matrix, losses
 
 
@@ -144,36 +197,47 @@ def hessian_vector_product(
     pad_token_id: int,
     deadline: Deadline,
     micro_batch_size: int = 4,
+    method: HvpMethod = HvpMethod.AUTO,
     progress: ProgressFn | None = None,
     on_sequence: Callable[[int, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """Return H v, shape (d,), for the Hessian H of the mean loss L over `sequences`.
+) -> tuple[torch.Tensor, HvpMethod]:
+    """Return H v, shape (d,), for the Hessian H of the mean loss L over `sequences`, and the method used.
 
     L = (1/M) sum_m l_m, so H v = (1/M) sum_m H_m v; each micro-batch contributes the sum of
-    its sequences' H_m v by double backward (reverse-over-reverse): grad of <grad l, v>.
+    its sequences' H_m v by `method` (hvp.py). AUTO uses forward over reverse and switches to
+    double backward for the whole pass when the model has an op without forward-mode AD.
     With `on_sequence`, micro-batches hold one sequence and on_sequence(m, H_m v) is called
     for each, so callers can attribute the curvature to records.
     """
     dtype = storage_dtype(params)
     direction = unflatten(vector, params)
     total = torch.zeros(vector.numel(), dtype=dtype)
+    used = HvpMethod.FORWARD_OVER_REVERSE if method is HvpMethod.AUTO else method
     done = 0
     if on_sequence is not None:
         micro_batch_size = 1
     for chunk in micro_batches(sequences, micro_batch_size):
         deadline.check("curvature")
-        losses = sequence_losses(model, make_batch(chunk, pad_token_id))
-        grads = torch.autograd.grad(losses.sum(), params, create_graph=True, allow_unused=True)
-        inner = sum((g * v).sum() for g, v in zip(grads, direction) if g is not None)
-        # When <grad l, v> does not depend on the parameters, this micro-batch adds zero.
-        if isinstance(inner, torch.Tensor) and inner.requires_grad:
-            hvp = flat_grad(torch.autograd.grad(inner, params, allow_unused=True), params, dtype)
-        else:
-            hvp = torch.zeros_like(total)
+        batch = make_batch(chunk, pad_token_id)
+
+        def summed_loss(forward, batch=batch) -> torch.Tensor:
+            return sequence_losses(forward, batch).sum()
+
+        try:
+            pieces = METHODS[used](model, params, direction, summed_loss)
+        except (RuntimeError, NotImplementedError) as exc:
+            if method is not HvpMethod.AUTO or used is not HvpMethod.FORWARD_OVER_REVERSE or done:
+                raise
+            # NOTE: some kernels (fused or custom ops) have no forward-mode derivative.
+            if "forward" not in str(exc).lower() and "jvp" not in str(exc).lower():
+                raise
+            used = HvpMethod.DOUBLE_BACKWARD
+            pieces = METHODS[used](model, params, direction, summed_loss)
+        hvp = flat_grad(pieces, params, dtype)
         total += hvp
         if on_sequence is not None:
             on_sequence(done, hvp)
         done += len(chunk)
         if progress is not None:
             progress(done, len(sequences))
-    return total / len(sequences)
+    return total / len(sequences), used

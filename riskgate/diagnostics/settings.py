@@ -16,6 +16,19 @@ class Optimizer(str, enum.Enum):
     mean of squared per-example fine-tune gradients. Weight decay is left out of the forecast."""
 
 
+class HvpMethod(str, enum.Enum):
+    """How the curvature pass computes Hessian-vector products."""
+
+    AUTO = "auto"
+    """Forward over reverse; double backward if the model has an op without forward-mode AD."""
+    FORWARD_OVER_REVERSE = "forward_over_reverse"
+    """torch.func.jvp of torch.func.grad."""
+    DOUBLE_BACKWARD = "double_backward"
+    """Gradient of <grad L, v>, keeping the first backward's graph."""
+    FINITE_DIFFERENCE = "finite_difference"
+    """Central differences of gradients along v; needs first derivatives only."""
+
+
 class Stage(str, enum.Enum):
     """Stages of a diagnostics run, in order, for progress reporting."""
 
@@ -42,4 +55,8 @@ class DiagnosticSettings:
     seed: int = 0
     """Seed of the bootstrap resampling."""
     micro_batch_size: int = 4
-    """Sequences per forward pass in the curvature pass; results do not depend on it."""
+    """Sequences per forward pass in the gradient and curvature passes; results do not depend on it."""
+    hvp_method: HvpMethod = HvpMethod.AUTO
+    """How the curvature pass computes Hessian-vector products (diagnostics/hvp.py)."""
+    sketch_width: int | None = None
+    """None keeps gradients exactly in memory; r > 0 keeps CountSketches of width r (sketch.py)."""

@@ -1,0 +1,70 @@
+"""Choose how to keep the gradients so that a run stays within a memory limit.
+
+Estimated resident memory, in bytes, for n + M gradient rows over d scoped parameters with
+itemsize s (4 for float32 storage, 8 for float64 models) and a model of P parameters:
+
+    fixed    = 2 * P * s_model      the model, plus activations and graphs of one micro-batch
+             + 8 * d * 8            float64 (d,) vectors: mean, second moment, D, v, h, temporaries
+             + 512 MiB              the interpreter and libraries
+    exact    = fixed + (n + M) d s
+    sketched = fixed + 9 d + (n + M) r s       (9 d: the CountSketch's bucket and sign per coordinate)
+
+The exact path is chosen when it fits the limit; otherwise the widest sketch that fits, at
+most MAX_SKETCH_WIDTH buckets. These are estimates: activation memory grows with the
+micro-batch size and sequence length, which is why the model term is doubled.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import EnvironmentFailure, UsageError
+
+MAX_SKETCH_WIDTH = 1 << 22
+MIN_SKETCH_WIDTH = 1 << 12
+_OVERHEAD = 512 * 2**20
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+          "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The gradient path chosen for a run, and the figures behind the choice."""
+
+    path: str
+    """`exact` or `sketched`."""
+    sketch_width: int | None
+    limit_bytes: int
+    estimated_bytes: int
+
+
+def parse_size(text: str, option: str = "--max-memory") -> int:
+    """Parse '16G', '16GB', '16GiB', '500M' or a byte count; G and GiB mean 2^30, GB 10^9."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise UsageError(f"{option}: {text!r} is not a size; write a number with an optional unit, e.g. 16G or 12000MB")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise UsageError(f"{option}: must be more than 0 bytes, got {text!r}")
+    return value
+
+
+def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows: int, itemsize: int,
+                limit_bytes: int) -> MemoryPlan:
+    """Return the exact path if it fits `limit_bytes`, else the widest sketch that fits."""
+    fixed = 2 * parameters_total * model_itemsize + 8 * numel * 8 + _OVERHEAD
+    exact = fixed + rows * numel * itemsize
+    if exact <= limit_bytes:
+        return MemoryPlan("exact", None, limit_bytes, exact)
+    room = limit_bytes - fixed - 9 * numel
+    width = min(MAX_SKETCH_WIDTH, room // (rows * itemsize)) if room > 0 else 0
+    if width < MIN_SKETCH_WIDTH:
+        needed = fixed + 9 * numel + rows * MIN_SKETCH_WIDTH * itemsize
+        raise EnvironmentFailure(
+            f"memory limit {limit_bytes / 2**30:.1f} GiB is too small for {numel:,} parameters and {rows} "
+            f"sequences (about {needed / 2**30:.1f} GiB needed); raise --max-memory, narrow --params "
+            "or lower --max-safety-examples/--max-finetune-examples"
+        )
+    return MemoryPlan("sketched", int(width), limit_bytes, fixed + 9 * numel + rows * int(width) * itemsize)
