@@ -121,8 +121,8 @@ def main() -> None:
                    "Default: 80% of the available memory.")
 @click.option("--hvp-method", type=click.Choice(["auto", "forward_over_reverse", "double_backward", "finite_difference"]),
               default="auto", show_default=True,
-              help="How Hessian-vector products are computed; auto is forward over reverse, with "
-                   "double backward for models whose ops lack forward-mode derivatives.")
+              help="How Hessian-vector products are computed; auto takes double backward, then "
+                   "forward over reverse, then finite differences, whichever works first.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sampling choice.")
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]),
               help="Precision to run the model in. Default float32.")

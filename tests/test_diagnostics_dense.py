@@ -320,7 +320,7 @@ def test_curvature_matches_dense(layer, optimizer):
 
     norm = float(acceleration.norm())
     projected = float(reference.project(acceleration, k).norm())
-    assert curvature.hvp_method == "forward_over_reverse"
+    assert curvature.hvp_method == "double_backward"
     assert_close("hvp_norm", curvature.hvp_norm, norm, RTOL)
     assert_close("gamma_euclidean", curvature.gamma_euclidean, projected, RTOL)
     assert_close("projected_fraction", curvature.projected_fraction, projected / norm, RTOL)

@@ -64,9 +64,9 @@ def test_finite_difference_step_scales_with_parameters(problem):
     assert finite_difference_step(params) == pytest.approx(torch.finfo(torch.float64).eps ** (1 / 3) * norm)
 
 
-def test_auto_uses_forward_over_reverse(problem):
+def test_auto_uses_double_backward(problem):
     product, used = _product(problem, HvpMethod.AUTO)
-    assert used is HvpMethod.FORWARD_OVER_REVERSE
+    assert used is HvpMethod.DOUBLE_BACKWARD
     assert torch.allclose(product, problem[4], rtol=1e-10, atol=0)
 
 
@@ -77,15 +77,21 @@ def test_per_sequence_products_sum_to_total(problem):
     assert torch.allclose(sum(parts.values()) / 5, total, rtol=1e-12, atol=1e-14)
 
 
-def test_auto_falls_back_to_double_backward(problem, monkeypatch):
+def test_auto_falls_back_in_order(problem, monkeypatch):
     from riskgate.diagnostics import hvp
 
-    def no_forward_mode(*args, **kwargs):
-        raise NotImplementedError("Trying to use forward AD with fused_kernel that does not support it")
+    def missing(*args, **kwargs):
+        raise NotImplementedError("the derivative for fused_kernel is not implemented")
 
-    monkeypatch.setitem(hvp.METHODS, HvpMethod.FORWARD_OVER_REVERSE, no_forward_mode)
+    monkeypatch.setitem(hvp.METHODS, HvpMethod.DOUBLE_BACKWARD, missing)
     product, used = _product(problem, HvpMethod.AUTO)
-    assert used is HvpMethod.DOUBLE_BACKWARD
+    assert used is HvpMethod.FORWARD_OVER_REVERSE
     assert torch.allclose(product, problem[4], rtol=1e-10, atol=0)
+
+    monkeypatch.setitem(hvp.METHODS, HvpMethod.FORWARD_OVER_REVERSE, missing)
+    product, used = _product(problem, HvpMethod.AUTO)
+    assert used is HvpMethod.FINITE_DIFFERENCE
+    assert torch.allclose(product, problem[4], rtol=1e-7, atol=0)
+
     with pytest.raises(NotImplementedError):
-        _product(problem, HvpMethod.FORWARD_OVER_REVERSE)
+        _product(problem, HvpMethod.DOUBLE_BACKWARD)

@@ -18,42 +18,50 @@ inner products G x(t) (n,), one (n, d) product per step evaluated.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from .fisher import FisherSubspace
+from .sketch import CountSketch
 
 # Steps up to this value are all evaluated; beyond it the grid grows geometrically.
 DENSE_GRID_STEPS = 32
 GRID_RATIO = 1.1
 
 
-@dataclass(frozen=True)
 class ClippedAdamPath:
-    """x(t) for Adam, with the safety gradients to evaluate the forecast along it."""
+    """x(t) for Adam, with the safety gradients to evaluate the forecast along it.
 
-    gradients: torch.Tensor
-    """G, per-sequence safety gradients, shape (n, d)."""
-    direction: torch.Tensor
-    """D g, shape (d,)."""
-    acceleration: torch.Tensor
-    """D H D g, shape (d,)."""
-    subspace: FisherSubspace
-    project: Callable[[torch.Tensor], torch.Tensor] | None = None
-    """x -> S x when `gradients` holds sketched rows S g_i (n, r); None when they are exact."""
+    The path is evaluated many times by the collapse search, so its vectors are kept once in
+    the gradients' dtype. On the sketched path, `gradients` holds S g_i (n, r) and S x(t) is
+    formed directly: clipping to [-t, t] commutes with the signs s(i), so
+    S x(t) = scatter(clip(s * (-t D g) + s * (t^2/2) D H D g, -t, t)), one O(d) pass per t.
+    """
+
+    def __init__(self, *, gradients: torch.Tensor, direction: torch.Tensor, acceleration: torch.Tensor,
+                 subspace: FisherSubspace, sketch: CountSketch | None = None) -> None:
+        self.gradients = gradients  # G (n, d) or S G (n, r)
+        self.subspace = subspace
+        self.sketch = sketch
+        dtype = gradients.dtype
+        self._first = direction.to(dtype)  # D g, (d,)
+        self._second = (0.5 * acceleration).to(dtype)  # (1/2) D H D g, (d,)
+        if sketch is not None:
+            sign = sketch.sign.to(dtype)
+            self._first = self._first * sign
+            self._second = self._second * sign
+        self._first_norm = float(direction.to(torch.float64).norm())
 
     def displacement(self, t: float) -> torch.Tensor:
-        """x(t), shape (d,), in the gradients' dtype."""
-        raw = -t * self.direction + (0.5 * t * t) * self.acceleration
-        return raw.clamp(min=-t, max=t).to(self.gradients.dtype)
+        """x(t), shape (d,), in the gradients' dtype; multiplied by the signs s when sketched."""
+        raw = self._first.mul(-t).add_(self._second, alpha=t * t)
+        return raw.clamp_(min=-t, max=t)
 
     def linear_and_drift(self, t: float) -> tuple[float, float]:
         """Return (<gbar_S, x(t)>, (1/2) ||F^{1/2} P x(t)||^2) in nats per response token."""
         x = self.displacement(t)
-        if self.project is not None:
-            x = self.project(x).to(self.gradients.dtype)
+        if self.sketch is not None:
+            x = self.sketch.scatter(x)  # S x(t), (r,)
         inner = (self.gradients @ x).to(torch.float64)  # G x(t), (n,)
         coefficients = self.subspace.project(inner)  # V_k^T x(t), (k,)
         drift = 0.5 * float((self.subspace.eigenvalues * coefficients.square()).sum())
@@ -61,10 +69,9 @@ class ClippedAdamPath:
 
     def second_order_ratio(self, t: float) -> float:
         """||x(t) + t D g|| / ||t D g||: the size of everything beyond the first-order term."""
-        first = t * self.direction
-        beyond = self.displacement(t).to(first.dtype) + first
-        norm = float(first.norm())
-        return float(beyond.norm()) / norm if norm > 0 else 0.0
+        norm = t * self._first_norm
+        beyond = self.displacement(t).add_(self._first, alpha=t)
+        return float(beyond.to(torch.float64).norm()) / norm if norm > 0 else 0.0
 
 
 def search_grid(limit: int) -> list[int]:

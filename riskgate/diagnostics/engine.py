@@ -181,10 +181,10 @@ class DiagnosticsRun:
         return EngineInfo("sketched", self.sketch.width, self.sketch.layout.error_scale, self.hvp_method)
 
     def _project(self, vector: torch.Tensor) -> torch.Tensor:
-        """x -> S x on the sketched path, x itself on the exact path; float64 (d,) or (r,)."""
+        """x -> S x on the sketched path, in the gradients' dtype; x itself on the exact path."""
         if self.sketch is None:
             return vector
-        return self.sketch.apply_vector(vector.to(torch.float64))
+        return self.sketch.apply_vector(vector.to(storage_dtype(self.params)))
 
     def _gradients(self, sequences, stage: Stage, scale: torch.Tensor | None = None, moments: bool = False):
         """One gradient pass: rows (len, d) exact or (len, r) sketched, losses, and exact moments.
@@ -204,16 +204,17 @@ class DiagnosticsRun:
         offsets = [0]
         for size in self.sizes:
             offsets.append(offsets[-1] + size)
-        total = torch.zeros(offsets[-1], dtype=torch.float64) if moments else None
-        squares = torch.zeros(offsets[-1], dtype=torch.float64) if moments else None
+        # Exact (d,) sums in the gradients' dtype: float32 for float32 models, which halves
+        # the memory of the whole-model vectors against float64.
+        total = torch.zeros(offsets[-1], dtype=dtype) if moments else None
+        squares = torch.zeros(offsets[-1], dtype=dtype) if moments else None
 
         def add(indices: torch.Tensor, index: int, grads: torch.Tensor) -> None:
             span = slice(offsets[index], offsets[index + 1])
             grads = grads.to(dtype)
             if moments:
-                wide = grads.to(torch.float64)
-                total[span] += wide.sum(dim=0)
-                squares[span] += wide.square().sum(dim=0)
+                total[span] += grads.sum(dim=0)
+                squares[span] += grads.square().sum(dim=0)
             if scale is not None:
                 grads = grads * scale[span].to(dtype)
             rows[indices, sketch.columns(index)] += sketch.apply(index, grads)
@@ -230,7 +231,7 @@ class DiagnosticsRun:
         if self.sketch is None:
             return _FinetuneState(grads, losses, finetune)
         count = len(finetune)
-        mean, second_moment = total / count, squares / count
+        mean, second_moment = total.div_(count), squares.div_(count)
         if self.settings.optimizer is Optimizer.ADAMW:
             preconditioner = 1.0 / (second_moment.sqrt() + self.settings.adam_epsilon)
             grads, _, _, _ = self._gradients(finetune, Stage.FINETUNE_GRADIENTS, scale=preconditioner)
@@ -343,7 +344,7 @@ class DiagnosticsRun:
         per_record_h = torch.zeros((safety_grads.shape[0], len(finetune)), dtype=torch.float64)  # (n, M)
 
         def record_hvp(position: int, hvp_m: torch.Tensor) -> None:
-            scaled = hvp_m.to(torch.float64) if preconditioner is None else preconditioner * hvp_m.to(torch.float64)
+            scaled = hvp_m.to(mean_grad.dtype) if preconditioner is None else preconditioner * hvp_m.to(mean_grad.dtype)
             per_record_h[:, position] = _inner_products(safety_grads, project(scaled)[None, :])[:, 0]
 
         hvp, hvp_method = hessian_vector_product(
@@ -352,7 +353,7 @@ class DiagnosticsRun:
             progress=self._report(Stage.CURVATURE), on_sequence=record_hvp,
         )
         self.hvp_method = hvp_method.value
-        hvp = hvp.to(torch.float64)
+        hvp = hvp.to(mean_grad.dtype)
         if preconditioner is not None:
             hvp = preconditioner * hvp
         inner_h = _inner_products(safety_grads, project(hvp)[None, :])[:, 0]  # G h, (n,)
@@ -364,7 +365,7 @@ class DiagnosticsRun:
         path = None
         if preconditioner is not None:
             path = ClippedAdamPath(gradients=safety_grads, direction=direction, acceleration=hvp, subspace=subspace,
-                                   project=None if exact else project)
+                                   sketch=self.sketch)
         self.deadline.check("forecast")
         forecast = quartic_forecast(
             inputs, tau=settings.tau, learning_rate=settings.learning_rate,

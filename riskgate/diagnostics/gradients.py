@@ -14,6 +14,8 @@ and padded positions carry no loss.
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +25,13 @@ from ..budget import Deadline
 from ..loading.records import EncodedSequence
 from .hvp import METHODS
 from .settings import HvpMethod
+
+logger = logging.getLogger(__name__)
+
+AUTO_ORDER = (HvpMethod.DOUBLE_BACKWARD, HvpMethod.FORWARD_OVER_REVERSE, HvpMethod.FINITE_DIFFERENCE)
+"""Methods AUTO tries, fastest first as measured on CPU (docs/benchmarks.md): double backward
+took 0.85 s per sequence of 64 tokens on SmolLM2-135M's default scope where forward over
+reverse took 1.6 s; finite differences need first derivatives only, so they come last."""
 from .per_example import BatchedGradients, GradientSink
 
 ProgressFn = Callable[[int, int], None]
@@ -204,15 +213,15 @@ def hessian_vector_product(
     """Return H v, shape (d,), for the Hessian H of the mean loss L over `sequences`, and the method used.
 
     L = (1/M) sum_m l_m, so H v = (1/M) sum_m H_m v; each micro-batch contributes the sum of
-    its sequences' H_m v by `method` (hvp.py). AUTO uses forward over reverse and switches to
-    double backward for the whole pass when the model has an op without forward-mode AD.
+    its sequences' H_m v by `method` (hvp.py). AUTO tries the methods of AUTO_ORDER in turn on
+    the first micro-batch and keeps the first that works, for the whole pass.
     With `on_sequence`, micro-batches hold one sequence and on_sequence(m, H_m v) is called
     for each, so callers can attribute the curvature to records.
     """
     dtype = storage_dtype(params)
     direction = unflatten(vector, params)
     total = torch.zeros(vector.numel(), dtype=dtype)
-    used = HvpMethod.FORWARD_OVER_REVERSE if method is HvpMethod.AUTO else method
+    candidates = list(AUTO_ORDER) if method is HvpMethod.AUTO else [method]
     done = 0
     if on_sequence is not None:
         micro_batch_size = 1
@@ -223,16 +232,17 @@ def hessian_vector_product(
         def summed_loss(forward, batch=batch) -> torch.Tensor:
             return sequence_losses(forward, batch).sum()
 
-        try:
-            pieces = METHODS[used](model, params, direction, summed_loss)
-        except (RuntimeError, NotImplementedError) as exc:
-            if method is not HvpMethod.AUTO or used is not HvpMethod.FORWARD_OVER_REVERSE or done:
-                raise
-            # NOTE: some kernels (fused or custom ops) have no forward-mode derivative.
-            if "forward" not in str(exc).lower() and "jvp" not in str(exc).lower():
-                raise
-            used = HvpMethod.DOUBLE_BACKWARD
-            pieces = METHODS[used](model, params, direction, summed_loss)
+        while True:
+            try:
+                pieces = METHODS[candidates[0]](model, params, direction, summed_loss)
+                break
+            except (RuntimeError, NotImplementedError) as exc:
+                # AUTO moves on to the next method only on the first micro-batch, where a
+                # missing derivative shows; later failures are real errors.
+                if len(candidates) == 1 or done:
+                    raise
+                logger.warning("%s failed (%s); using %s", candidates[0].value, exc, candidates[1].value)
+                candidates.pop(0)
         hvp = flat_grad(pieces, params, dtype)
         total += hvp
         if on_sequence is not None:
@@ -240,4 +250,4 @@ def hessian_vector_product(
         done += len(chunk)
         if progress is not None:
             progress(done, len(sequences))
-    return total / len(sequences), used
+    return total / len(sequences), candidates[0]

@@ -4,10 +4,12 @@ Estimated resident memory, in bytes, for n + M gradient rows over d scoped param
 itemsize s (4 for float32 storage, 8 for float64 models) and a model of P parameters:
 
     fixed    = 2 * P * s_model      the model, plus activations and graphs of one micro-batch
-             + 8 * d * 8            float64 (d,) vectors: mean, second moment, D, v, h, temporaries
+             + 8 * d * 8            (d,) vectors: mean, second moment, D, v, h, temporaries
+                                    (float64 on the exact path; float32 when sketched, 8 * d * s)
              + 512 MiB              the interpreter and libraries
     exact    = fixed + (n + M) d s
-    sketched = fixed + 9 d + (n + M) r s       (9 d: the CountSketch's bucket and sign per coordinate)
+    sketched = fixed' + 9 d + (n + M) r s      (9 d: the CountSketch's bucket and sign per coordinate,
+                                               fixed' with its vectors in the gradients' dtype)
 
 The exact path is chosen when it fits the limit; otherwise the widest sketch that fits, at
 most MAX_SKETCH_WIDTH buckets. These are estimates: activation memory grows with the
@@ -58,6 +60,7 @@ def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows:
     exact = fixed + rows * numel * itemsize
     if exact <= limit_bytes:
         return MemoryPlan("exact", None, limit_bytes, exact)
+    fixed = 2 * parameters_total * model_itemsize + 8 * numel * itemsize + _OVERHEAD
     room = limit_bytes - fixed - 9 * numel
     width = min(MAX_SKETCH_WIDTH, room // (rows * itemsize)) if room > 0 else 0
     if width < MIN_SKETCH_WIDTH:

@@ -20,7 +20,7 @@ class HvpMethod(str, enum.Enum):
     """How the curvature pass computes Hessian-vector products."""
 
     AUTO = "auto"
-    """Forward over reverse; double backward if the model has an op without forward-mode AD."""
+    """Double backward, then forward over reverse, then finite differences: the first that works."""
     FORWARD_OVER_REVERSE = "forward_over_reverse"
     """torch.func.jvp of torch.func.grad."""
     DOUBLE_BACKWARD = "double_backward"

@@ -76,23 +76,31 @@ def plan_layout(sizes: Sequence[int], width: int) -> SketchLayout:
 
 
 class CountSketch:
-    """A seeded CountSketch of the scoped parameters; hashes are drawn once per tensor."""
+    """A seeded CountSketch of the scoped parameters.
+
+    `index` (d,) maps each coordinate to its bucket in [0, r) and `sign` (d,) holds s(i) in
+    {-1, +1}. Coordinates of an exactly copied tensor keep their position and sign +1.
+    """
 
     def __init__(self, sizes: Sequence[int], width: int, *, seed: int, device: torch.device | str = "cpu") -> None:
         self.sizes = list(sizes)
         self.layout = plan_layout(self.sizes, width)
-        self.buckets: list[torch.Tensor | None] = []
-        self.signs: list[torch.Tensor | None] = []
+        self.starts = [0]
+        for numel in self.sizes:
+            self.starts.append(self.starts[-1] + numel)
+        total = self.starts[-1]
+        self.index = torch.empty(total, dtype=torch.int64, device=device)
+        self.sign = torch.ones(total, dtype=torch.int8, device=device)
         generator = torch.Generator().manual_seed(seed % (2**63))
         for t, numel in enumerate(self.sizes):
+            span = slice(self.starts[t], self.starts[t + 1])
+            first = self.layout.offsets[t]
             if self.layout.exact[t]:
-                self.buckets.append(None)
-                self.signs.append(None)
+                self.index[span] = torch.arange(first, first + numel, device=device)
                 continue
-            share = self.layout.offsets[t + 1] - self.layout.offsets[t]
-            self.buckets.append(torch.randint(0, share, (numel,), generator=generator).to(device))
-            signs = torch.randint(0, 2, (numel,), generator=generator, dtype=torch.int8).to(device)
-            self.signs.append(signs)
+            share = self.layout.offsets[t + 1] - first
+            self.index[span] = torch.randint(0, share, (numel,), generator=generator).to(device) + first
+            self.sign[span] = (2 * torch.randint(0, 2, (numel,), generator=generator, dtype=torch.int8) - 1).to(device)
 
     @property
     def width(self) -> int:
@@ -106,15 +114,18 @@ class CountSketch:
         """Sketch rows of tensor `index`: (B, numel_t) -> (B, r_t), same dtype."""
         if self.layout.exact[index]:
             return values
-        share = self.layout.offsets[index + 1] - self.layout.offsets[index]
-        signed = torch.where(self.signs[index].bool(), values, -values)
+        span = slice(self.starts[index], self.starts[index + 1])
+        first = self.layout.offsets[index]
+        share = self.layout.offsets[index + 1] - first
+        signed = torch.where(self.sign[span] > 0, values, -values)
         out = torch.zeros((values.shape[0], share), dtype=values.dtype, device=values.device)
-        return out.index_add_(1, self.buckets[index], signed)
+        return out.index_add_(1, self.index[span] - first, signed)
 
     def apply_vector(self, vector: torch.Tensor) -> torch.Tensor:
         """Sketch a (d,) vector laid out like the scoped parameters: -> (r,)."""
-        parts, offset = [], 0
-        for t, numel in enumerate(self.sizes):
-            parts.append(self.apply(t, vector[None, offset : offset + numel])[0])
-            offset += numel
-        return torch.cat(parts)
+        return self.scatter(vector * self.sign.to(vector.dtype))
+
+    def scatter(self, signed: torch.Tensor) -> torch.Tensor:
+        """Sum an already signed (d,) vector s * x into its buckets: -> (r,)."""
+        out = torch.zeros(self.width, dtype=signed.dtype, device=signed.device)
+        return out.index_add_(0, self.index, signed)
