@@ -118,3 +118,6 @@ def test_narrow_sketch_stays_within_its_error_scale(model_and_data):
     assert top_error <= 3 * scale * trace
     assert sketched.sharpness.top_entries == ()
     assert sketched.curvature.hvp_norm == pytest.approx(exact.curvature.hvp_norm, rel=1e-9)
+    # G v is recomputed exactly by one more safety pass, so v^T F v = ||G v||^2 / n matches.
+    assert sketched.overlap.quadratic_form == pytest.approx(exact.overlap.quadratic_form, rel=1e-9)
+    assert sketched.baselines.cosine_to_mean_safety_gradient != pytest.approx(0.0)

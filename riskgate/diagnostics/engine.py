@@ -225,6 +225,25 @@ class DiagnosticsRun:
         )
         return rows, losses, total, squares
 
+    def _exact_products(self, sequences, vectors: list[torch.Tensor]) -> torch.Tensor:
+        """Return G X for the (d,) vectors X, exactly, from one more pass: (n, len(vectors)) float64."""
+        offsets = [0]
+        for size in self.sizes:
+            offsets.append(offsets[-1] + size)
+        products = torch.zeros((len(sequences), len(vectors)), dtype=torch.float64)
+
+        def add(rows: torch.Tensor, index: int, grads: torch.Tensor) -> None:
+            span = slice(offsets[index], offsets[index + 1])
+            block = torch.stack([v[span] for v in vectors], dim=1).to(grads.dtype)  # (numel, len)
+            products[rows] += (grads @ block).to(torch.float64)
+
+        stream_gradients(
+            self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,
+            stage=Stage.SAFETY_PRODUCTS.value, micro_batch_size=self.settings.micro_batch_size,
+            progress=self._report(Stage.SAFETY_PRODUCTS),
+        )
+        return products
+
     def _finetune_pass(self, finetune: Sequence[EncodedSequence]) -> _FinetuneState:
         """Fine-tune gradients; on the sketched Adam path, a second pass sketches D g'_m."""
         grads, losses, total, squares = self._gradients(finetune, Stage.FINETUNE_GRADIENTS, moments=True)
@@ -357,6 +376,18 @@ class DiagnosticsRun:
         if preconditioner is not None:
             hvp = preconditioner * hvp
         inner_h = _inner_products(safety_grads, project(hvp)[None, :])[:, 0]  # G h, (n,)
+        if not exact:
+            # Sketched G v and G h carry an error relative to ||g_i|| ||v||, large against the
+            # small projections these checks measure, so one more safety pass computes them exactly.
+            inner_v, inner_g, inner_h = self._exact_products(side.sequences, [direction, mean_grad, hvp]).unbind(1)
+            overlap = initial_overlap(
+                subspace, inner_v, float(direction.norm()), orthogonality_level=settings.orthogonality_level
+            )
+            partial["overlap"] = overlap
+            baselines = baseline_signals(
+                side.gram, inner_g, inner_v, gradient_norm=float(mean_grad.norm()),
+                direction_norm=float(direction.norm()), rank=subspace.k, seed=settings.seed,
+            )
         curvature = curvature_coupling(subspace, inner_h, float(hvp.norm()), hvp_method=hvp_method.value)
         partial["curvature"] = curvature
 

@@ -35,6 +35,8 @@ class Stage(str, enum.Enum):
     SAFETY_GRADIENTS = "safety gradients"
     FINETUNE_GRADIENTS = "fine-tune gradients"
     CURVATURE = "curvature"
+    SAFETY_PRODUCTS = "exact safety products"
+    """Sketched path only: one more safety pass for exact G v, G g and G h."""
 
 
 @dataclass(frozen=True)
