@@ -36,13 +36,15 @@ __all__ = [
     "RiskgateError",
     "UsageError",
     "WaiverError",
+    "SubspaceSummary",
     "__version__",
+    "build_subspace",
     "check",
 ]
 
 
 def __getattr__(name: str):
-    if name in ("check", "CheckResult"):
+    if name in ("check", "CheckResult", "build_subspace", "SubspaceSummary"):
         from . import api
 
         return getattr(api, name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .assemble import DataSummary, build_report, data_section
+from . import __version__
 from .budget import Budget, Deadline
 from .diagnostics.settings import DiagnosticSettings, Optimizer
 from .errors import AnalysisError, EnvironmentFailure, UsageError
@@ -95,6 +96,53 @@ def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_l
     return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out, records
 
 
+def _parse_memory(max_memory: int | str | None) -> int | None:
+    from .diagnostics.memory import parse_size
+
+    if isinstance(max_memory, str):
+        return parse_size(max_memory)
+    if max_memory is not None and (isinstance(max_memory, bool) or max_memory <= 0):
+        raise UsageError(f"--max-memory: must be a positive size, got {max_memory!r}")
+    return max_memory
+
+
+def _memory_plan(loaded_model, scope, scoped_params, rows: int, max_memory: int | None):
+    """Choose exact or sketched gradients for `rows` sequences within the memory limit."""
+    import torch
+
+    from .diagnostics.memory import plan_memory
+
+    available = _available_memory_bytes()
+    limit = max_memory if max_memory is not None else int(0.8 * available) if available else 16 * 2**30
+    return plan_memory(
+        parameters_total=loaded_model.parameters_total, model_itemsize=scoped_params[0].element_size(),
+        numel=scope.numel, rows=rows, itemsize=8 if scoped_params[0].dtype == torch.float64 else 4,
+        limit_bytes=limit,
+    )
+
+
+def _cached_memory_plan(cached, max_memory: int | None):
+    """The gradient path of a subspace file, which the check must keep."""
+    from .diagnostics.memory import MemoryPlan
+
+    limit = max_memory if max_memory is not None else int(0.8 * (_available_memory_bytes() or 20 * 2**30))
+    width = cached.metadata.get("sketch_width")
+    return MemoryPlan(cached.metadata.get("path", "exact"), width, limit, int(cached.metadata.get("estimated_bytes", 0)))
+
+
+def _subspace_key(loaded_model, safety_sha256: str, scope, scoped_params, budget: Budget, seed: int) -> dict:
+    """The values a subspace file must share with a check to be reused (subspace.MATCHED_KEYS)."""
+    return {
+        "model_sha256": loaded_model.weights_sha256,
+        "safety_sha256": safety_sha256,
+        "scope": list(scope.names),
+        "dtype": str(scoped_params[0].dtype).removeprefix("torch."),
+        "max_seq_len": budget.max_seq_len,
+        "max_safety_examples": budget.max_safety_examples,
+        "seed": seed,
+    }
+
+
 def _available_memory_bytes() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
@@ -133,6 +181,7 @@ def check(
     export_filtered: str | Path | None = None,
     max_memory: int | str | None = None,
     hvp_method: str = "auto",
+    subspace: str | Path | None = None,
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -147,6 +196,8 @@ def check(
     gradients stay exact when they fit and are sketched otherwise (diagnostics/memory.py);
     the default is 80% of the available memory. `hvp_method` is one of auto,
     forward_over_reverse, double_backward, finite_difference (diagnostics/hvp.py).
+    `subspace` is a file from `build_subspace` for the same model, safety data, scope, caps
+    and seed; its safety side is reused after those are verified (riskgate/subspace.py).
     `waivers` is a waivers YAML file (see `riskgate.policy.waivers`); an expired entry that
     still matches a failing or warning finding raises `WaiverError` after the analysis.
     """
@@ -169,13 +220,9 @@ def check(
         check_destination(dataset, export_filtered)
     if isinstance(params, str):
         params = [params]
-    from .diagnostics.memory import parse_size
     from .diagnostics.settings import HvpMethod
 
-    if isinstance(max_memory, str):
-        max_memory = parse_size(max_memory)
-    elif max_memory is not None and (isinstance(max_memory, bool) or max_memory <= 0):
-        raise UsageError(f"--max-memory: must be a positive size, got {max_memory!r}")
+    max_memory = _parse_memory(max_memory)
     methods = [m.value for m in HvpMethod]
     if hvp_method not in methods:
         raise UsageError(f"--hvp-method: {hvp_method!r} is not one of {', '.join(methods)}")
@@ -220,18 +267,17 @@ def check(
     )
     progress.finish("loading model")
 
-    import torch
+    cached = None
+    subspace_key = _subspace_key(loaded_model, safety_loaded.sha256, scope, scoped_params, budget, seed)
+    if subspace is not None:
+        from .subspace import check_matches, read_subspace
 
-    from .diagnostics.memory import plan_memory
-
-    available = _available_memory_bytes()
-    limit = max_memory if max_memory is not None else int(0.8 * available) if available else 16 * 2**30
-    model_itemsize = scoped_params[0].element_size()
-    memory = plan_memory(
-        parameters_total=loaded_model.parameters_total, model_itemsize=model_itemsize, numel=scope.numel,
-        rows=len(safety_encoded.sequences) + len(fine_encoded.sequences),
-        itemsize=8 if scoped_params[0].dtype == torch.float64 else 4, limit_bytes=limit,
-    )
+        cached = read_subspace(subspace)
+        check_matches(cached, subspace_key, safety_encoded.sequences)
+        memory = _cached_memory_plan(cached, max_memory)
+    else:
+        memory = _memory_plan(loaded_model, scope, scoped_params,
+                              len(safety_encoded.sequences) + len(fine_encoded.sequences), max_memory)
 
     if what_if_drop >= len(fine_encoded.sequences):
         raise UsageError(
@@ -254,7 +300,8 @@ def check(
     )
     pad_token_id = _pad_token_id(loaded_model.tokenizer)
     runner, diagnostics, errors = _run(loaded_model.model, scoped_params, scope.names, safety_encoded, fine_encoded,
-                               settings, pad_token_id, deadline, progress)
+                                       settings, pad_token_id, deadline, progress,
+                                       cached=None if cached is None else (cached.gradients, cached.gram, cached.losses))
 
     # Policy evaluation and the report.
     progress.start("report")
@@ -348,6 +395,115 @@ def check(
     return CheckResult(report)
 
 
+@dataclass(frozen=True)
+class SubspaceSummary:
+    """What `build_subspace` wrote."""
+
+    path: Path
+    sequences: int
+    parameters: int
+    path_kind: str
+    """`exact` or `sketched`."""
+    sketch_width: int | None
+    k: int
+    eigenvalues: tuple[float, ...]
+    elapsed_s: float
+    file_bytes: int
+
+
+def build_subspace(
+    model: str,
+    output: str | Path,
+    *,
+    safety_data: str | Path | None = None,
+    safety_format: str | None = None,
+    safety_columns: Mapping[str, str] | None = None,
+    params: Sequence[str] | None = None,
+    policy: str | Path = "default",
+    budget: Budget | None = None,
+    seed: int = 0,
+    dtype: str | None = None,
+    max_memory: int | str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    progress: Progress | None = None,
+) -> SubspaceSummary:
+    """Run the safety pass of a check once and save it to `output` for `check(subspace=...)`.
+
+    The file is tied to the model's weights, the safety data, the scope, --max-seq-len,
+    --max-safety-examples and the seed; a check with other values rejects it. `policy` only
+    sets the rank rule shown in the summary: checks apply their own. The memory plan leaves
+    room for `budget.max_finetune_examples` fine-tune rows, as the later check needs.
+    """
+    from .loading.formats import DatasetFormat
+    from .loading.model import load_model
+    from .loading.scope import enable_grad_for_scope, select_scope
+    from .policy import load_policy
+    from .safety_sets import default_safety_set_path
+    from .subspace import write_subspace
+
+    budget = budget or Budget()
+    progress = progress or NullProgress()
+    if isinstance(params, str):
+        params = [params]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+        raise UsageError(f"--seed: must be an integer in [-2^63, 2^63), got {seed!r}")
+    max_memory = _parse_memory(max_memory)
+    _validate_budget(budget)
+    output = Path(output)
+    if output.is_dir() or not output.parent.is_dir():
+        raise UsageError(f"--output {output}: must be a file path in an existing folder")
+    deadline = Deadline(budget.time_budget_s)
+
+    progress.start("loading inputs")
+    resolved_policy = load_policy(policy)
+    safety_path = default_safety_set_path() if safety_data is None else safety_data
+    safety_loaded = _load_data(safety_path, DatasetFormat(safety_format) if safety_format else None, safety_columns)
+    progress.finish("loading inputs")
+    progress.start("loading model")
+    loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    scope = select_scope(loaded_model.model, params)
+    scoped_params = enable_grad_for_scope(loaded_model.model, scope)
+    safety_encoded, _, _ = _sample_and_encode(
+        safety_loaded, loaded_model.tokenizer, max_examples=budget.max_safety_examples,
+        max_seq_len=budget.max_seq_len, seed=seed,
+    )
+    progress.finish("loading model")
+    rows = len(safety_encoded.sequences) + (budget.max_finetune_examples or 64)
+    memory = _memory_plan(loaded_model, scope, scoped_params, rows, max_memory)
+
+    from .diagnostics.engine import DiagnosticsRun
+
+    settings = DiagnosticSettings(
+        rho=resolved_policy.rho, k_max=resolved_policy.k_max, orthogonality_level=resolved_policy.orthogonality_level,
+        tau=resolved_policy.tau, learning_rate=1e-5, batch_size=1, planned_steps=1, seed=seed,
+        sketch_width=memory.sketch_width,
+    )
+    runner = DiagnosticsRun(loaded_model.model, scoped_params, scope.names, settings,
+                            pad_token_id=_pad_token_id(loaded_model.tokenizer), deadline=deadline)
+    progress.start("safety gradients", len(safety_encoded.sequences))
+    runner.progress = lambda stage, done, total: progress.update(done, total)
+    try:
+        side = runner._safety_pass(safety_encoded.sequences)
+    finally:
+        progress.finish("safety gradients")
+    metadata = _subspace_key(loaded_model, safety_loaded.sha256, scope, scoped_params, budget, seed)
+    metadata.update(
+        path=memory.path, sketch_width=memory.sketch_width, estimated_bytes=memory.estimated_bytes,
+        riskgate_version=__version__, rank_rule={"rho": settings.rho, "k_max": settings.k_max},
+        safety_source="builtin:default" if safety_data is None else str(safety_data),
+    )
+    write_subspace(output, gradients=side.gradients, gram=side.gram, losses=side.losses,
+                   sequences=side.sequences, metadata=metadata)
+    subspace = side.subspace
+    return SubspaceSummary(
+        path=output, sequences=len(side.sequences), parameters=scope.numel, path_kind=memory.path,
+        sketch_width=runner.engine_info().sketch_width, k=subspace.k,
+        eigenvalues=tuple(float(x) for x in subspace.eigenvalues), elapsed_s=deadline.elapsed_s,
+        file_bytes=output.stat().st_size,
+    )
+
+
 def _validate_budget(budget: Budget) -> None:
     for name, value in (
         ("--max-safety-examples", budget.max_safety_examples),
@@ -368,7 +524,7 @@ def _pad_token_id(tokenizer) -> int:
     return 0
 
 
-def _run(model, params, names, safety, finetune, settings, pad_token_id, deadline, progress):
+def _run(model, params, names, safety, finetune, settings, pad_token_id, deadline, progress, cached=None):
     """Run the diagnostics; an AnalysisError becomes an error message instead of an exception."""
     from .diagnostics.engine import DiagnosticsRun
 
@@ -389,7 +545,7 @@ def _run(model, params, names, safety, finetune, settings, pad_token_id, deadlin
 
     runner.progress = on_progress
     try:
-        result = runner.run(safety.sequences, finetune.sequences)
+        result = runner.run(safety.sequences, finetune.sequences, cached=cached)
     except AnalysisError as exc:
         logger.error("diagnostics failed: %s", exc)
         return runner, None, [str(exc)]

@@ -123,6 +123,9 @@ def main() -> None:
               default="auto", show_default=True,
               help="How Hessian-vector products are computed; auto takes double backward, then "
                    "forward over reverse, then finite differences, whichever works first.")
+@click.option("--subspace", type=click.Path(path_type=Path), metavar="FILE",
+              help="Reuse the safety side saved by `riskgate subspace build` for the same model, "
+                   "safety data, --params, --max-seq-len, --max-safety-examples and --seed.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sampling choice.")
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]),
               help="Precision to run the model in. Default float32.")
@@ -207,36 +210,13 @@ def _run_check(console, options) -> ExitCode:
                 export_filtered=options["export_filtered"],
                 max_memory=options["max_memory"],
                 hvp_method=options["hvp_method"],
+                subspace=options["subspace"],
                 progress=progress,
             )
     except click.BadParameter:
         raise
-    except RiskgateError as exc:
-        if options["debug"]:
-            traceback.print_exc()
-        message = str(exc)
-        problems = getattr(exc, "problems", None) or []
-        if len(problems) > 1 and isinstance(exc, PolicyError):
-            message += f"; `riskgate policy validate {options['policy']}` lists all {len(problems)} problems"
-        if len(problems) > 1 and isinstance(exc, WaiverError):
-            for problem in problems:
-                console.error(one_line(problem))
-        console.error(f"riskgate: error: {one_line(message)}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        console.error("riskgate: error: interrupted (SIGINT or SIGTERM); no report was written")
-        return ExitCode.RUNTIME_ERROR
-    except MemoryError:
-        console.error("riskgate: error: out of memory; narrow --params or lower --max-safety-examples")
-        return ExitCode.RUNTIME_ERROR
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
-        if options["debug"]:
-            traceback.print_exc()
-        console.error(one_line(
-            f"riskgate: error: internal error ({type(exc).__name__}: {exc}); "
-            "rerun with --debug and report the traceback"
-        ))
-        return ExitCode.RUNTIME_ERROR
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every error ends as one line
+        return _error_code(console, exc, debug=options["debug"], policy=options["policy"])
 
     return _finish(console, result, options)
 
@@ -336,6 +316,35 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _error_code(console, exc: BaseException, *, debug: bool, policy: str | None = None) -> ExitCode:
+    """Print `exc` as one error line (a traceback too with --debug) and return its exit code."""
+    if isinstance(exc, RiskgateError):
+        if debug:
+            traceback.print_exc()
+        message = str(exc)
+        problems = getattr(exc, "problems", None) or []
+        if len(problems) > 1 and isinstance(exc, PolicyError) and policy is not None:
+            message += f"; `riskgate policy validate {policy}` lists all {len(problems)} problems"
+        if len(problems) > 1 and isinstance(exc, WaiverError):
+            for problem in problems:
+                console.error(one_line(problem))
+        console.error(f"riskgate: error: {one_line(message)}")
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        console.error("riskgate: error: interrupted (SIGINT or SIGTERM); no report was written")
+        return ExitCode.RUNTIME_ERROR
+    if isinstance(exc, MemoryError):
+        console.error("riskgate: error: out of memory; narrow --params, lower --max-safety-examples or set --max-memory")
+        return ExitCode.RUNTIME_ERROR
+    if debug:
+        traceback.print_exc()
+    console.error(one_line(
+        f"riskgate: error: internal error ({type(exc).__name__}: {exc}); "
+        "rerun with --debug and report the traceback"
+    ))
+    return ExitCode.RUNTIME_ERROR
+
+
 @main.command("report")
 @click.option("--from", "source", required=True, type=click.Path(path_type=Path), metavar="REPORT_JSON",
               help="The report.json that `riskgate check` wrote.")
@@ -409,6 +418,69 @@ def _write_output(output: Path, text: str) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise EnvironmentFailure(f"{output}: cannot write the report ({reason}); choose a writable --output") from error
+
+
+@main.group("subspace")
+def subspace_group() -> None:
+    """Save the safety side of a check once per base model, for reuse by `check --subspace`."""
+
+
+@subspace_group.command("build", epilog=EXIT_CODES_HELP)
+@click.option("--model", "model", required=True, metavar="MODEL",
+              help="Local model folder, a hub id in the local Hugging Face cache, or a .gguf file.")
+@click.option("--output", "output", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="Subspace file to write (safetensors).")
+@click.option("--safety-data", type=click.Path(path_type=Path), metavar="DATA",
+              help="Harmful requests with refusals; replaces the built-in safety set.")
+@click.option("--safety-format", type=click.Choice(DATASET_FORMATS), help="Format of --safety-data.")
+@click.option("--safety-columns", multiple=True, metavar="FIELD=COLUMN",
+              help="Map a format field to a column of --safety-data. Repeatable.")
+@click.option("--params", "params", multiple=True, metavar="PATTERN",
+              help="Glob (or `re:` regex) over parameter names to analyse. Repeatable.")
+@click.option("--policy", default="default", show_default=True, metavar="POLICY",
+              help="Policy whose rank rule the summary shows; checks apply their own.")
+@click.option("--max-safety-examples", type=int, default=128, show_default=True)
+@click.option("--max-finetune-examples", type=int, default=64, show_default=True,
+              help="Fine-tune rows the later checks will add; the memory plan leaves room for them.")
+@click.option("--max-seq-len", type=int, default=256, show_default=True)
+@click.option("--max-memory", metavar="SIZE", help="Memory limit, e.g. 16G. Default: 80% of the available memory.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]))
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints, loaded with weights_only=True.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow checkpoints that ship their own model code.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def subspace_build(**options) -> None:
+    """Run the safety pass once and write it to --output."""
+    from .api import build_subspace
+    from .budget import Budget
+    from .console import Console
+
+    console = Console(verbosity=0)
+    _interrupt_on_sigterm()
+    try:
+        budget = Budget(max_safety_examples=options["max_safety_examples"],
+                        max_finetune_examples=options["max_finetune_examples"], max_seq_len=options["max_seq_len"])
+        with console.progress() as progress:
+            summary = build_subspace(
+                options["model"], options["output"], safety_data=options["safety_data"],
+                safety_format=options["safety_format"],
+                safety_columns=_parse_columns(options["safety_columns"], "--safety-columns"),
+                params=list(options["params"]) or None, policy=options["policy"], budget=budget,
+                seed=options["seed"], dtype=options["dtype"], max_memory=options["max_memory"],
+                allow_pickle=options["allow_pickle"], trust_remote_code=options["trust_remote_code"],
+                progress=progress,
+            )
+    except click.BadParameter:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every error ends as one line
+        sys.exit(int(_error_code(console, exc, debug=options["debug"], policy=options["policy"])))
+    width = f", sketch width {summary.sketch_width:,}" if summary.sketch_width else ""
+    console.result(
+        f"{summary.path}: {summary.sequences} safety sequences over {summary.parameters:,} parameters "
+        f"({summary.path_kind}{width}), k = {summary.k}, lambda_1 = {summary.eigenvalues[0]:.4g}, "
+        f"{summary.file_bytes / 2**20:.1f} MiB in {summary.elapsed_s:.0f} s"
+    )
+    sys.exit(int(ExitCode.PASS))
 
 
 @main.group("policy")

@@ -70,6 +70,10 @@ class UsageError(InvalidInputError):
     """Command-line flags or API arguments conflict or are out of range."""
 
 
+class SubspaceError(InvalidInputError):
+    """A subspace file is unreadable, from another version, or does not match the check's inputs."""
+
+
 class AnalysisError(RiskgateError):
     """The diagnostics could not be computed (numerical failure, budget exhausted); exit code 3."""
 

@@ -260,12 +260,20 @@ class DiagnosticsRun:
         progress = self.progress
         return None if progress is None else (lambda done, total: progress(stage, done, total))
 
-    def run(self, safety: Sequence[EncodedSequence], finetune: Sequence[EncodedSequence]) -> "DiagnosticsResult":
-        """Run Checks 1-4. A spent time budget gives complete=False, never a pass."""
+    def run(self, safety: Sequence[EncodedSequence], finetune: Sequence[EncodedSequence],
+            cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> "DiagnosticsResult":
+        """Run Checks 1-4. A spent time budget gives complete=False, never a pass.
+
+        `cached` = (gradients, gram, losses) of a saved safety side for these `safety`
+        sequences (riskgate/subspace.py) skips the safety pass.
+        """
         optimizer_form = "adam" if self.settings.optimizer is Optimizer.ADAMW else "sgd"
         partial: dict = {}
         try:
-            self.safety_side = self._safety_pass(safety)
+            if cached is None:
+                self.safety_side = self._safety_pass(safety)
+            else:
+                self.safety_side = self._safety_side(*cached, safety)
             partial["sharpness"] = self.safety_side.sharpness
             self.finetune_state = self._finetune_pass(finetune)
             return self._finetune_side(self.finetune_state, partial)
@@ -311,7 +319,11 @@ class DiagnosticsRun:
 
     def _safety_pass(self, safety: Sequence[EncodedSequence]) -> _SafetySide:
         gradients, losses, _, _ = self._gradients(safety, Stage.SAFETY_GRADIENTS)  # G (n, d) or S G (n, r)
-        gram = gram_matrix(gradients)  # K, (n, n)
+        return self._safety_side(gradients, gram_matrix(gradients), losses, safety)
+
+    def _safety_side(self, gradients: torch.Tensor, gram: torch.Tensor, losses: torch.Tensor,
+                     safety: Sequence[EncodedSequence]) -> _SafetySide:
+        """Check 1 from the safety gradients G (or their sketches) and K = G G^T / n."""
         subspace = fisher_subspace(
             gram, rho=self.settings.rho, k_max=self.settings.k_max, gradient_dtype=gradients.dtype
         )
