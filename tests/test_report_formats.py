@@ -390,3 +390,14 @@ def test_cli_report_unwritable(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 3
     assert result.stderr.startswith(f"riskgate: error: {blocker / 'report.xml'}: cannot write the report")
+
+
+def test_model_row_names_engine_path():
+    from riskgate.report.summary import input_rows
+
+    report = {"model": {"kind": "folder"}, "engine": {"path": "sketched", "sketch_width": 4096,
+                                                      "error_scale": 0.0221, "hvp_method": "double_backward"}}
+    details = input_rows(report)[0][3]
+    assert "gradients sketched (width 4,096, error scale 0.0221)" in details
+    assert "Hessian-vector products by double_backward" in details
+    assert "gradients" not in input_rows({"model": {"kind": "folder"}})[0][3]

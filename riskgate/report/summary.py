@@ -243,6 +243,13 @@ def input_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         f" ({format_number(len(model.get('scope_tensors') or []))} tensors);"
         f" attention {model.get('attention') or NOT_AVAILABLE}"
     )
+    engine = report.get("engine") if isinstance(report.get("engine"), dict) else None
+    if engine:
+        model_details += f"; gradients {engine.get('path') or NOT_AVAILABLE}"
+        if engine.get("path") == "sketched":
+            model_details += (f" (width {format_number(engine.get('sketch_width'))},"
+                              f" error scale {format_number(engine.get('error_scale'))})")
+        model_details += f", Hessian-vector products by {engine.get('hvp_method') or NOT_AVAILABLE}"
     safety_source = str(safety.get("path") or NOT_AVAILABLE)
     if safety.get("builtin"):
         safety_source += " (built-in)"
