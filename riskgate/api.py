@@ -96,6 +96,32 @@ def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_l
     return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out, records
 
 
+def resolve_device(device: str) -> str:
+    """Return a torch device string for --device: auto, cpu, cuda, cuda:N or mps.
+
+    NOTE: the CUDA and MPS paths are written for, but this project's CI has no GPU; only CPU
+    runs are tested.
+    """
+    import torch
+
+    text = str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UsageError("--device mps: MPS is not available on this machine; use --device cpu")
+        return "mps"
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA device is available; use --device cpu or auto")
+        if ":" in text and int(text[5:]) >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA devices are visible")
+        return text
+    raise UsageError(f"--device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+
+
 def _parse_memory(max_memory: int | str | None) -> int | None:
     from .diagnostics.memory import parse_size
 
@@ -182,6 +208,7 @@ def check(
     max_memory: int | str | None = None,
     hvp_method: str = "auto",
     subspace: str | Path | None = None,
+    device: str = "auto",
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -196,6 +223,7 @@ def check(
     gradients stay exact when they fit and are sketched otherwise (diagnostics/memory.py);
     the default is 80% of the available memory. `hvp_method` is one of auto,
     forward_over_reverse, double_backward, finite_difference (diagnostics/hvp.py).
+    `device` is auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.
     `subspace` is a file from `build_subspace` for the same model, safety data, scope, caps
     and seed; its safety side is reused after those are verified (riskgate/subspace.py).
     `waivers` is a waivers YAML file (see `riskgate.policy.waivers`); an expired entry that
@@ -223,6 +251,7 @@ def check(
     from .diagnostics.settings import HvpMethod
 
     max_memory = _parse_memory(max_memory)
+    torch_device = resolve_device(device)
     methods = [m.value for m in HvpMethod]
     if hvp_method not in methods:
         raise UsageError(f"--hvp-method: {hvp_method!r} is not one of {', '.join(methods)}")
@@ -255,6 +284,7 @@ def check(
 
     progress.start("loading model")
     loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    loaded_model.model.to(torch_device)
     scope = select_scope(loaded_model.model, params)
     scoped_params = enable_grad_for_scope(loaded_model.model, scope)
     fine_encoded, fine_sampled_out, fine_records = _sample_and_encode(
@@ -375,6 +405,7 @@ def check(
         "sketch_width": info.sketch_width,
         "error_scale": info.error_scale,
         "hvp_method": info.hvp_method,
+        "device": str(torch_device),
         "micro_batch_size": settings.micro_batch_size,
         "max_memory_bytes": memory.limit_bytes,
         "estimated_bytes": memory.estimated_bytes,
@@ -426,6 +457,7 @@ def build_subspace(
     max_memory: int | str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    device: str = "auto",
     progress: Progress | None = None,
 ) -> SubspaceSummary:
     """Run the safety pass of a check once and save it to `output` for `check(subspace=...)`.
@@ -449,6 +481,7 @@ def build_subspace(
     if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
         raise UsageError(f"--seed: must be an integer in [-2^63, 2^63), got {seed!r}")
     max_memory = _parse_memory(max_memory)
+    torch_device = resolve_device(device)
     _validate_budget(budget)
     output = Path(output)
     if output.is_dir() or not output.parent.is_dir():
@@ -462,6 +495,7 @@ def build_subspace(
     progress.finish("loading inputs")
     progress.start("loading model")
     loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    loaded_model.model.to(torch_device)
     scope = select_scope(loaded_model.model, params)
     scoped_params = enable_grad_for_scope(loaded_model.model, scope)
     safety_encoded, _, _ = _sample_and_encode(

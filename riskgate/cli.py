@@ -123,6 +123,8 @@ def main() -> None:
               default="auto", show_default=True,
               help="How Hessian-vector products are computed; auto takes double backward, then "
                    "forward over reverse, then finite differences, whichever works first.")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE",
+              help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--subspace", type=click.Path(path_type=Path), metavar="FILE",
               help="Reuse the safety side saved by `riskgate subspace build` for the same model, "
                    "safety data, --params, --max-seq-len, --max-safety-examples and --seed.")
@@ -211,6 +213,7 @@ def _run_check(console, options) -> ExitCode:
                 max_memory=options["max_memory"],
                 hvp_method=options["hvp_method"],
                 subspace=options["subspace"],
+                device=options["device"],
                 progress=progress,
             )
     except click.BadParameter:
@@ -444,6 +447,8 @@ def subspace_group() -> None:
               help="Fine-tune rows the later checks will add; the memory plan leaves room for them.")
 @click.option("--max-seq-len", type=int, default=256, show_default=True)
 @click.option("--max-memory", metavar="SIZE", help="Memory limit, e.g. 16G. Default: 80% of the available memory.")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE",
+              help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]))
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints, loaded with weights_only=True.")
@@ -468,7 +473,7 @@ def subspace_build(**options) -> None:
                 params=list(options["params"]) or None, policy=options["policy"], budget=budget,
                 seed=options["seed"], dtype=options["dtype"], max_memory=options["max_memory"],
                 allow_pickle=options["allow_pickle"], trust_remote_code=options["trust_remote_code"],
-                progress=progress,
+                device=options["device"], progress=progress,
             )
     except click.BadParameter:
         raise

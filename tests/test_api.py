@@ -157,3 +157,22 @@ def test_unknown_hvp_method_is_a_usage_error(tiny_checkpoint, inputs):
 
     with pytest.raises(UsageError, match="--hvp-method"):
         run(tiny_checkpoint, inputs, hvp_method="magic")
+
+
+def test_device_is_reported_and_validated(tiny_checkpoint, inputs):
+    from riskgate.errors import UsageError
+
+    assert run(tiny_checkpoint, inputs, device="cpu").report["engine"]["device"] == "cpu"
+    with pytest.raises(UsageError, match="--device: 'tpu'"):
+        run(tiny_checkpoint, inputs, device="tpu")
+
+
+def test_unavailable_cuda_is_a_usage_error(tiny_checkpoint, inputs, monkeypatch):
+    import torch
+
+    from riskgate.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="no CUDA device"):
+        run(tiny_checkpoint, inputs, device="cuda:0")
+    assert run(tiny_checkpoint, inputs, device="auto").report["engine"]["device"] == "cpu"

@@ -47,7 +47,7 @@ class ClippedAdamPath:
         self._first = direction.to(dtype)  # D g, (d,)
         self._second = (0.5 * acceleration).to(dtype)  # (1/2) D H D g, (d,)
         if sketch is not None:
-            sign = sketch.sign.to(dtype)
+            sign = sketch.sign.to(dtype=dtype, device="cpu")
             self._first = self._first * sign
             self._second = self._second * sign
         self._first_norm = float(direction.to(torch.float64).norm())
@@ -61,7 +61,7 @@ class ClippedAdamPath:
         """Return (<gbar_S, x(t)>, (1/2) ||F^{1/2} P x(t)||^2) in nats per response token."""
         x = self.displacement(t)
         if self.sketch is not None:
-            x = self.sketch.scatter(x)  # S x(t), (r,)
+            x = self.sketch.scatter(x.to(self.sketch.index.device)).cpu()  # S x(t), (r,)
         inner = (self.gradients @ x).to(torch.float64)  # G x(t), (n,)
         coefficients = self.subspace.project(inner)  # V_k^T x(t), (k,)
         drift = 0.5 * float((self.subspace.eigenvalues * coefficients.square()).sum())

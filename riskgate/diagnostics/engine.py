@@ -172,7 +172,7 @@ class DiagnosticsRun:
         self.sizes = [p.numel() for p in self.params]
         self.sketch = None
         if settings.sketch_width is not None:
-            self.sketch = CountSketch(self.sizes, settings.sketch_width, seed=settings.seed)
+            self.sketch = CountSketch(self.sizes, settings.sketch_width, seed=settings.seed, device=self.params[0].device)
         self.hvp_method: str | None = None
 
     def engine_info(self) -> EngineInfo:
@@ -184,7 +184,8 @@ class DiagnosticsRun:
         """x -> S x on the sketched path, in the gradients' dtype; x itself on the exact path."""
         if self.sketch is None:
             return vector
-        return self.sketch.apply_vector(vector.to(storage_dtype(self.params)))
+        device = self.sketch.index.device
+        return self.sketch.apply_vector(vector.to(dtype=storage_dtype(self.params), device=device)).cpu()
 
     def _gradients(self, sequences, stage: Stage, scale: torch.Tensor | None = None, moments: bool = False):
         """One gradient pass: rows (len, d) exact or (len, r) sketched, losses, and exact moments.
@@ -213,11 +214,11 @@ class DiagnosticsRun:
             span = slice(offsets[index], offsets[index + 1])
             grads = grads.to(dtype)
             if moments:
-                total[span] += grads.sum(dim=0)
-                squares[span] += grads.square().sum(dim=0)
+                total[span] += grads.sum(dim=0).cpu()
+                squares[span] += grads.square().sum(dim=0).cpu()
             if scale is not None:
-                grads = grads * scale[span].to(dtype)
-            rows[indices, sketch.columns(index)] += sketch.apply(index, grads)
+                grads = grads * scale[span].to(dtype=dtype, device=grads.device)
+            rows[indices, sketch.columns(index)] += sketch.apply(index, grads).cpu()
 
         losses = stream_gradients(
             self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,
@@ -234,8 +235,8 @@ class DiagnosticsRun:
 
         def add(rows: torch.Tensor, index: int, grads: torch.Tensor) -> None:
             span = slice(offsets[index], offsets[index + 1])
-            block = torch.stack([v[span] for v in vectors], dim=1).to(grads.dtype)  # (numel, len)
-            products[rows] += (grads @ block).to(torch.float64)
+            block = torch.stack([v[span] for v in vectors], dim=1).to(dtype=grads.dtype, device=grads.device)
+            products[rows] += (grads @ block).to(dtype=torch.float64, device="cpu")  # block: (numel, len)
 
         stream_gradients(
             self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,

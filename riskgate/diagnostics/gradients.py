@@ -48,7 +48,7 @@ class Batch:
     loss_mask: torch.Tensor
 
 
-def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int) -> Batch:
+def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int, device: torch.device | str | None = None) -> Batch:
     """Right-pad sequences to a common length; padded positions get no attention and no loss.
 
     Batches are always right-padded, whatever the tokenizer's padding side, because left
@@ -65,6 +65,8 @@ def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int) -> Batch
         attention_mask[row, : seq.num_tokens] = 1
         loss_mask[row, : seq.num_tokens] = torch.tensor(seq.loss_mask, dtype=torch.bool)
     position_ids = torch.arange(length).expand(shape)
+    if device is not None and torch.device(device).type != "cpu":
+        return Batch(input_ids.to(device), attention_mask.to(device), position_ids.to(device), loss_mask.to(device))
     return Batch(input_ids, attention_mask, position_ids, loss_mask)
 
 
@@ -93,7 +95,7 @@ def sequence_losses(model: Callable[..., object], batch: Batch) -> torch.Tensor:
 def flat_grad(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor], dtype) -> torch.Tensor:
     """Concatenate parameter gradients into one vector of shape (d,); None counts as zeros."""
     parts = [
-        (g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype)
+        (g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype=dtype, device="cpu")
         for g, p in zip(grads, params)
     ]
     return torch.cat(parts)
@@ -103,7 +105,7 @@ def unflatten(vector: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torc
     """Split a (d,) vector into tensors shaped and typed like `params`."""
     pieces, offset = [], 0
     for p in params:
-        pieces.append(vector[offset : offset + p.numel()].view_as(p).to(p.dtype))
+        pieces.append(vector[offset : offset + p.numel()].view_as(p).to(dtype=p.dtype, device=p.device))
         offset += p.numel()
     return pieces
 
@@ -139,15 +141,15 @@ def stream_gradients(
     for start in range(0, len(order), micro_batch_size):
         deadline.check(stage)
         rows = order[start : start + micro_batch_size]
-        batch = make_batch([sequences[i] for i in rows], pad_token_id)
+        batch = make_batch([sequences[i] for i in rows], pad_token_id, params[0].device)
         row_index = torch.tensor(rows, dtype=torch.long)
         batch_losses = engine.run(batch, row_index, sink, sequence_losses)
-        losses[row_index] = batch_losses.to(torch.float64)
+        losses[row_index] = batch_losses.to(dtype=torch.float64, device="cpu")
         if engine.looped:
             looped = [params[i] for i in engine.looped]
             for row in rows:
                 deadline.check(stage)
-                loss = sequence_losses(model, make_batch([sequences[row]], pad_token_id))[0]
+                loss = sequence_losses(model, make_batch([sequences[row]], pad_token_id, params[0].device))[0]
                 grads = torch.autograd.grad(loss, looped, allow_unused=True)
                 for index, grad in zip(engine.looped, grads):
                     if grad is not None:
@@ -227,7 +229,7 @@ def hessian_vector_product(
         micro_batch_size = 1
     for chunk in micro_batches(sequences, micro_batch_size):
         deadline.check("curvature")
-        batch = make_batch(chunk, pad_token_id)
+        batch = make_batch(chunk, pad_token_id, params[0].device)
 
         def summed_loss(forward, batch=batch) -> torch.Tensor:
             return sequence_losses(forward, batch).sum()

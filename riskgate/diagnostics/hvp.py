@@ -49,7 +49,7 @@ def forward_over_reverse(
         return loss_fn(lambda **kwargs: functional_call(model, replaced, args=(), kwargs=kwargs))
 
     primals = tuple(p.detach() for p in params)
-    tangents = tuple(v.to(p.dtype) for v, p in zip(direction, params))
+    tangents = tuple(v.to(dtype=p.dtype, device=p.device) for v, p in zip(direction, params))
     _, hvp = jvp(grad(summed_loss), (primals,), (tangents,))
     return list(hvp)
 
@@ -88,7 +88,7 @@ def finite_difference(
         return [torch.zeros_like(p) for p in params]
     eps = finite_difference_step(params) if step is None else step
     saved = [p.detach().clone() for p in params]
-    unit = [v.to(p.dtype) / norm for v, p in zip(direction, params)]
+    unit = [v.to(dtype=p.dtype, device=p.device) / norm for v, p in zip(direction, params)]
 
     def gradient_at(sign: float) -> list[torch.Tensor]:
         with torch.no_grad():
