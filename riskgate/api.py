@@ -96,8 +96,10 @@ def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_l
     return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out, records
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, shard=None) -> str:
     """Return a torch device string for --device: auto, cpu, cuda, cuda:N or mps.
+
+    Under torchrun, auto and cuda mean this rank's GPU, cuda:LOCAL_RANK.
 
     NOTE: the CUDA and MPS paths are written for, but this project's CI has no GPU; only CPU
     runs are tested.
@@ -105,6 +107,10 @@ def resolve_device(device: str) -> str:
     import torch
 
     text = str(device).strip().lower()
+    if shard is not None and text in ("auto", "cuda") and torch.cuda.is_available():
+        import os
+
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if text == "cpu":
@@ -251,7 +257,10 @@ def check(
     from .diagnostics.settings import HvpMethod
 
     max_memory = _parse_memory(max_memory)
-    torch_device = resolve_device(device)
+    from .diagnostics.distributed import init_from_environment
+
+    shard = init_from_environment()
+    torch_device = resolve_device(device, shard)
     methods = [m.value for m in HvpMethod]
     if hvp_method not in methods:
         raise UsageError(f"--hvp-method: {hvp_method!r} is not one of {', '.join(methods)}")
@@ -406,6 +415,8 @@ def check(
         "error_scale": info.error_scale,
         "hvp_method": info.hvp_method,
         "device": str(torch_device),
+        "ranks": 1 if shard is None else shard.world,
+        "rank": 0 if shard is None else shard.rank,
         "micro_batch_size": settings.micro_batch_size,
         "max_memory_bytes": memory.limit_bytes,
         "estimated_bytes": memory.estimated_bytes,

@@ -221,6 +221,9 @@ def _run_check(console, options) -> ExitCode:
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every error ends as one line
         return _error_code(console, exc, debug=options["debug"], policy=options["policy"])
 
+    if result.report.get("engine", {}).get("rank", 0) != 0:
+        # Under torchrun every rank holds the same result; rank 0 alone writes and prints it.
+        return ExitCode(result.exit_code)
     return _finish(console, result, options)
 
 

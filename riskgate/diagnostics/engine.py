@@ -31,6 +31,7 @@ from .baselines import BaselineResult, baseline_signals
 from .overlap import OverlapResult, initial_overlap
 from .settings import DiagnosticSettings, Optimizer, Stage
 from .sketch import CountSketch
+from .distributed import current_shard, reduce_sum
 from .uncertainty import BootstrapInputs, UncertaintyResult, bootstrap
 
 COLUMN_CHUNK = 1 << 20
@@ -174,6 +175,7 @@ class DiagnosticsRun:
         if settings.sketch_width is not None:
             self.sketch = CountSketch(self.sizes, settings.sketch_width, seed=settings.seed, device=self.params[0].device)
         self.hvp_method: str | None = None
+        self.shard = current_shard()
 
     def engine_info(self) -> EngineInfo:
         if self.sketch is None:
@@ -197,6 +199,7 @@ class DiagnosticsRun:
             grads, losses = per_sequence_gradients(
                 self.model, self.params, sequences, pad_token_id=self.pad_token_id, deadline=self.deadline,
                 stage=stage.value, micro_batch_size=self.settings.micro_batch_size, progress=self._report(stage),
+                shard=self.shard,
             )
             return grads, losses, None, None
         sketch = self.sketch
@@ -223,7 +226,10 @@ class DiagnosticsRun:
         losses = stream_gradients(
             self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,
             stage=stage.value, micro_batch_size=self.settings.micro_batch_size, progress=self._report(stage),
+            shard=self.shard,
         )
+        for tensor in (rows, losses, total, squares):
+            reduce_sum(tensor, self.shard)
         return rows, losses, total, squares
 
     def _exact_products(self, sequences, vectors: list[torch.Tensor]) -> torch.Tensor:
@@ -241,9 +247,9 @@ class DiagnosticsRun:
         stream_gradients(
             self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,
             stage=Stage.SAFETY_PRODUCTS.value, micro_batch_size=self.settings.micro_batch_size,
-            progress=self._report(Stage.SAFETY_PRODUCTS),
+            progress=self._report(Stage.SAFETY_PRODUCTS), shard=self.shard,
         )
-        return products
+        return reduce_sum(products, self.shard)
 
     def _finetune_pass(self, finetune: Sequence[EncodedSequence]) -> _FinetuneState:
         """Fine-tune gradients; on the sketched Adam path, a second pass sketches D g'_m."""
@@ -375,15 +381,24 @@ class DiagnosticsRun:
         # Check 3: h = H v for SGD, h = D H v = D H D g for Adam, with G h_m per record.
         per_record_h = torch.zeros((safety_grads.shape[0], len(finetune)), dtype=torch.float64)  # (n, M)
 
+        # Each rank takes its share of the records; their H_m v and G h_m are summed over ranks.
+        mine = [m for m in range(len(finetune)) if self.shard is None or self.shard.owns(m)]
+
         def record_hvp(position: int, hvp_m: torch.Tensor) -> None:
             scaled = hvp_m.to(mean_grad.dtype) if preconditioner is None else preconditioner * hvp_m.to(mean_grad.dtype)
-            per_record_h[:, position] = _inner_products(safety_grads, project(scaled)[None, :])[:, 0]
+            per_record_h[:, mine[position]] = _inner_products(safety_grads, project(scaled)[None, :])[:, 0]
 
-        hvp, hvp_method = hessian_vector_product(
-            self.model, self.params, finetune, direction, pad_token_id=self.pad_token_id,
-            deadline=self.deadline, micro_batch_size=settings.micro_batch_size, method=settings.hvp_method,
-            progress=self._report(Stage.CURVATURE), on_sequence=record_hvp,
-        )
+        if mine:
+            hvp, hvp_method = hessian_vector_product(
+                self.model, self.params, [finetune[m] for m in mine], direction, pad_token_id=self.pad_token_id,
+                deadline=self.deadline, micro_batch_size=settings.micro_batch_size, method=settings.hvp_method,
+                progress=self._report(Stage.CURVATURE), on_sequence=record_hvp,
+            )
+            hvp = hvp * len(mine)  # the sum of this rank's H_m v
+        else:
+            hvp, hvp_method = torch.zeros(sum(self.sizes), dtype=storage_dtype(self.params)), settings.hvp_method
+        hvp = reduce_sum(hvp, self.shard) / len(finetune)
+        reduce_sum(per_record_h, self.shard)
         self.hvp_method = hvp_method.value
         hvp = hvp.to(mean_grad.dtype)
         if preconditioner is not None:
