@@ -32,6 +32,7 @@ from .overlap import OverlapResult, initial_overlap
 from .settings import DiagnosticSettings, Optimizer, Stage
 from .sketch import CountSketch
 from .distributed import current_shard, reduce_sum
+from .prefix import PrefixCache
 from .uncertainty import BootstrapInputs, UncertaintyResult, bootstrap
 
 COLUMN_CHUNK = 1 << 20
@@ -176,6 +177,7 @@ class DiagnosticsRun:
             self.sketch = CountSketch(self.sizes, settings.sketch_width, seed=settings.seed, device=self.params[0].device)
         self.hvp_method: str | None = None
         self.shard = current_shard()
+        self.prefix = PrefixCache(model, self.names)
 
     def engine_info(self) -> EngineInfo:
         if self.sketch is None:
@@ -199,7 +201,7 @@ class DiagnosticsRun:
             grads, losses = per_sequence_gradients(
                 self.model, self.params, sequences, pad_token_id=self.pad_token_id, deadline=self.deadline,
                 stage=stage.value, micro_batch_size=self.settings.micro_batch_size, progress=self._report(stage),
-                shard=self.shard,
+                shard=self.shard, prefix=self.prefix,
             )
             return grads, losses, None, None
         sketch = self.sketch
@@ -226,7 +228,7 @@ class DiagnosticsRun:
         losses = stream_gradients(
             self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,
             stage=stage.value, micro_batch_size=self.settings.micro_batch_size, progress=self._report(stage),
-            shard=self.shard,
+            shard=self.shard, prefix=self.prefix,
         )
         for tensor in (rows, losses, total, squares):
             reduce_sum(tensor, self.shard)
@@ -247,7 +249,7 @@ class DiagnosticsRun:
         stream_gradients(
             self.model, self.params, sequences, add, pad_token_id=self.pad_token_id, deadline=self.deadline,
             stage=Stage.SAFETY_PRODUCTS.value, micro_batch_size=self.settings.micro_batch_size,
-            progress=self._report(Stage.SAFETY_PRODUCTS), shard=self.shard,
+            progress=self._report(Stage.SAFETY_PRODUCTS), shard=self.shard, prefix=self.prefix,
         )
         return reduce_sum(products, self.shard)
 
@@ -277,13 +279,17 @@ class DiagnosticsRun:
         optimizer_form = "adam" if self.settings.optimizer is Optimizer.ADAMW else "sgd"
         partial: dict = {}
         try:
-            if cached is None:
-                self.safety_side = self._safety_pass(safety)
-            else:
-                self.safety_side = self._safety_side(*cached, safety)
-            partial["sharpness"] = self.safety_side.sharpness
-            self.finetune_state = self._finetune_pass(finetune)
-            return self._finetune_side(self.finetune_state, partial)
+            # The sketched path's exact-products pass needs the safety sequences' states too.
+            needed = list(finetune) + (list(safety) if cached is None or self.sketch is not None else [])
+            self.prefix.prepare(needed, self.pad_token_id)
+            with self.prefix.tail():
+                if cached is None:
+                    self.safety_side = self._safety_pass(safety)
+                else:
+                    self.safety_side = self._safety_side(*cached, safety)
+                partial["sharpness"] = self.safety_side.sharpness
+                self.finetune_state = self._finetune_pass(finetune)
+                return self._finetune_side(self.finetune_state, partial)
         except BudgetExhausted as exc:
             safety_losses = self.safety_side.losses if self.safety_side else None
             finetune_losses = self.finetune_state.losses if self.finetune_state else None
@@ -314,15 +320,16 @@ class DiagnosticsRun:
             raise AnalysisError("what-if: dropping these records leaves no fine-tune sequence")
         kept = [state.sequences[row] for row in rows]
         partial = {"sharpness": self.safety_side.sharpness}
-        if self.sketch is not None:
-            # Sketched rows cannot give the subset's exact moments: rerun the passes on it.
-            try:
-                return self._finetune_side(self._finetune_pass(kept), partial)
-            except BudgetExhausted as exc:
-                raise AnalysisError(f"what-if: {exc}") from exc
-        selector = torch.tensor(rows, dtype=torch.long)
-        subset = _FinetuneState(state.gradients[selector], state.losses[selector], kept)
-        return self._finetune_side(subset, partial)
+        with self.prefix.tail():
+            if self.sketch is not None:
+                # Sketched rows cannot give the subset's exact moments: rerun the passes on it.
+                try:
+                    return self._finetune_side(self._finetune_pass(kept), partial)
+                except BudgetExhausted as exc:
+                    raise AnalysisError(f"what-if: {exc}") from exc
+            selector = torch.tensor(rows, dtype=torch.long)
+            subset = _FinetuneState(state.gradients[selector], state.losses[selector], kept)
+            return self._finetune_side(subset, partial)
 
     def _safety_pass(self, safety: Sequence[EncodedSequence]) -> _SafetySide:
         gradients, losses, _, _ = self._gradients(safety, Stage.SAFETY_GRADIENTS)  # G (n, d) or S G (n, r)
@@ -392,7 +399,7 @@ class DiagnosticsRun:
             hvp, hvp_method = hessian_vector_product(
                 self.model, self.params, [finetune[m] for m in mine], direction, pad_token_id=self.pad_token_id,
                 deadline=self.deadline, micro_batch_size=settings.micro_batch_size, method=settings.hvp_method,
-                progress=self._report(Stage.CURVATURE), on_sequence=record_hvp,
+                progress=self._report(Stage.CURVATURE), on_sequence=record_hvp, prefix=self.prefix,
             )
             hvp = hvp * len(mine)  # the sum of this rank's H_m v
         else:

@@ -34,6 +34,7 @@ AUTO_ORDER = (HvpMethod.DOUBLE_BACKWARD, HvpMethod.FORWARD_OVER_REVERSE, HvpMeth
 took 0.85 s per sequence of 64 tokens on SmolLM2-135M's default scope where forward over
 reverse took 1.6 s; finite differences need first derivatives only, so they come last."""
 from .per_example import BatchedGradients, GradientSink
+from .prefix import PrefixCache
 
 ProgressFn = Callable[[int, int], None]
 """Called as progress(done, total) after each sequence or micro-batch."""
@@ -47,9 +48,12 @@ class Batch:
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     loss_mask: torch.Tensor
+    inputs_embeds: torch.Tensor | None = None
+    """(B, t, hidden) cached states entering the first scoped block (prefix.py), or None."""
 
 
-def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int, device: torch.device | str | None = None) -> Batch:
+def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int, device: torch.device | str | None = None,
+               prefix: PrefixCache | None = None) -> Batch:
     """Right-pad sequences to a common length; padded positions get no attention and no loss.
 
     Batches are always right-padded, whatever the tokenizer's padding side, because left
@@ -66,9 +70,11 @@ def make_batch(sequences: Sequence[EncodedSequence], pad_token_id: int, device: 
         attention_mask[row, : seq.num_tokens] = 1
         loss_mask[row, : seq.num_tokens] = torch.tensor(seq.loss_mask, dtype=torch.bool)
     position_ids = torch.arange(length).expand(shape)
+    states = None if prefix is None else prefix.inputs(sequences, length)
     if device is not None and torch.device(device).type != "cpu":
-        return Batch(input_ids.to(device), attention_mask.to(device), position_ids.to(device), loss_mask.to(device))
-    return Batch(input_ids, attention_mask, position_ids, loss_mask)
+        return Batch(input_ids.to(device), attention_mask.to(device), position_ids.to(device), loss_mask.to(device),
+                     None if states is None else states.to(device))
+    return Batch(input_ids, attention_mask, position_ids, loss_mask, states)
 
 
 def sequence_losses(model: Callable[..., object], batch: Batch) -> torch.Tensor:
@@ -77,8 +83,9 @@ def sequence_losses(model: Callable[..., object], batch: Batch) -> torch.Tensor:
     `model` is the model or any callable that takes its keyword arguments (hvp.py passes a
     torch.func.functional_call of it).
     """
+    inputs = {"input_ids": batch.input_ids} if batch.inputs_embeds is None else {"inputs_embeds": batch.inputs_embeds}
     outputs = model(
-        input_ids=batch.input_ids,
+        **inputs,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
@@ -131,6 +138,7 @@ def stream_gradients(
     micro_batch_size: int = 4,
     progress: ProgressFn | None = None,
     shard: Shard | None = None,
+    prefix: PrefixCache | None = None,
 ) -> torch.Tensor:
     """Send each sequence's gradient grad_theta l_i(theta*) to `sink`; return the losses (n,).
 
@@ -150,7 +158,7 @@ def stream_gradients(
     for start in range(0, len(order), micro_batch_size):
         deadline.check(stage)
         rows = order[start : start + micro_batch_size]
-        batch = make_batch([sequences[i] for i in rows], pad_token_id, params[0].device)
+        batch = make_batch([sequences[i] for i in rows], pad_token_id, params[0].device, prefix)
         row_index = torch.tensor(rows, dtype=torch.long)
         batch_losses = engine.run(batch, row_index, sink, sequence_losses)
         losses[row_index] = batch_losses.to(dtype=torch.float64, device="cpu")
@@ -158,7 +166,7 @@ def stream_gradients(
             looped = [params[i] for i in engine.looped]
             for row in rows:
                 deadline.check(stage)
-                loss = sequence_losses(model, make_batch([sequences[row]], pad_token_id, params[0].device))[0]
+                loss = sequence_losses(model, make_batch([sequences[row]], pad_token_id, params[0].device, prefix))[0]
                 grads = torch.autograd.grad(loss, looped, allow_unused=True)
                 for index, grad in zip(engine.looped, grads):
                     if grad is not None:
@@ -180,6 +188,7 @@ def per_sequence_gradients(
     micro_batch_size: int = 4,
     progress: ProgressFn | None = None,
     shard: Shard | None = None,
+    prefix: PrefixCache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the per-sequence gradients, shape (n, d), and losses, shape (n,) in float64.
 
@@ -200,7 +209,7 @@ def per_sequence_gradients(
 
     losses = stream_gradients(
         model, params, sequences, add, pad_token_id=pad_token_id, deadline=deadline, stage=stage,
-        micro_batch_size=micro_batch_size, progress=progress, shard=shard,
+        micro_batch_size=micro_batch_size, progress=progress, shard=shard, prefix=prefix,
     )
     return reduce_sum(matrix, shard), reduce_sum(losses, shard)
 
@@ -222,6 +231,7 @@ def hessian_vector_product(
     method: HvpMethod = HvpMethod.AUTO,
     progress: ProgressFn | None = None,
     on_sequence: Callable[[int, torch.Tensor], None] | None = None,
+    prefix: PrefixCache | None = None,
 ) -> tuple[torch.Tensor, HvpMethod]:
     """Return H v, shape (d,), for the Hessian H of the mean loss L over `sequences`, and the method used.
 
@@ -240,7 +250,7 @@ def hessian_vector_product(
         micro_batch_size = 1
     for chunk in micro_batches(sequences, micro_batch_size):
         deadline.check("curvature")
-        batch = make_batch(chunk, pad_token_id, params[0].device)
+        batch = make_batch(chunk, pad_token_id, params[0].device, prefix)
 
         def summed_loss(forward, batch=batch) -> torch.Tensor:
             return sequence_losses(forward, batch).sum()
