@@ -28,7 +28,8 @@ def test_two_ranks_match_one_process(tmp_path, width, optimizer):
     assert done.returncode == 0, done.stderr[-3000:]
     parallel = json.loads(out.read_text())
     single = numbers(None if width == "exact" else int(width), optimizer)
-    assert parallel["ranks"] == 2 and single["ranks"] == 1
+    assert parallel["ranks"] == 2
+    assert single["ranks"] == 1
     for key in ("overlap_ratio", "gamma_hat", "delta_u", "safety_loss"):
         assert math.isclose(parallel[key], single[key], rel_tol=1e-9, abs_tol=1e-14), key
     for key in ("spectrum", "gamma_shares"):
@@ -53,7 +54,8 @@ def test_cli_under_torchrun_writes_one_report(tiny_checkpoint, tmp_path):
     )
     assert done.returncode in (0, 1), done.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["engine"]["ranks"] == 2 and report["engine"]["rank"] == 0
+    assert report["engine"]["ranks"] == 2
+    assert report["engine"]["rank"] == 0
     assert report["complete"]
     assert done.stdout.count("riskgate summary") == 1, done.stdout
     assert done.stdout.count(f"riskgate: {report['verdict'].upper()}:") == 1, done.stdout

@@ -24,7 +24,8 @@ def test_parse_size_rejects(text):
 
 def test_default_scope_fits_exactly():
     plan = plan_memory(numel=7_077_888, rows=192, limit_bytes=16 * 2**30, **SMOLLM2)
-    assert plan.path == "exact" and plan.sketch_width is None
+    assert plan.path == "exact"
+    assert plan.sketch_width is None
     assert 192 * 7_077_888 * 4 < plan.estimated_bytes <= plan.limit_bytes
 
 

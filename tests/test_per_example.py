@@ -92,7 +92,8 @@ def test_unsupported_module_falls_back_to_loop():
     names = ["model.layers.1.mlp.down_proj.factor", "model.layers.1.mlp.down_proj.inner.weight"]
     params = _compare(model, names)
     engine = BatchedGradients(model, params)
-    assert engine.looped == [0] and engine.hooked == [1]
+    assert engine.looped == [0]
+    assert engine.hooked == [1]
 
 
 def test_norm_with_other_formula_falls_back():
@@ -117,7 +118,8 @@ def test_bfloat16_model_accumulates_in_float32():
     grads, _ = per_sequence_gradients(model, params, random_sequences(3, seed=1), pad_token_id=0,
                                       deadline=Deadline(None), stage="test")
     assert grads.dtype == torch.float32
-    assert torch.isfinite(grads).all() and float(grads.abs().max()) > 0
+    assert torch.isfinite(grads).all()
+    assert float(grads.abs().max()) > 0
 
 
 def test_tied_parameter_reaches_sink_whole():

@@ -22,7 +22,8 @@ def test_layout_copies_small_tensors_exactly():
     assert layout.min_sketched_width == 400
     assert layout.error_scale == pytest.approx(math.sqrt(2 / 400))
     wide = plan_layout([10**6, 3 * 10**6], width=2**16)
-    assert wide.offsets == (0, 2**14, 2**16) and wide.exact == (False, False)
+    assert wide.offsets == (0, 2**14, 2**16)
+    assert wide.exact == (False, False)
 
 
 def test_wide_sketch_is_a_copy():
@@ -86,7 +87,8 @@ def _run(model_and_data, optimizer, width):
 def test_sketch_wider_than_scope_reproduces_exact_path(model_and_data, optimizer):
     exact = _run(model_and_data, optimizer, None)
     sketched = _run(model_and_data, optimizer, 10**6)
-    assert exact.engine.path == "exact" and sketched.engine.path == "sketched"
+    assert exact.engine.path == "exact"
+    assert sketched.engine.path == "sketched"
     assert sketched.engine.error_scale == 0.0
     for a, b in [
         (exact.sharpness.subspace.spectrum, sketched.sharpness.subspace.spectrum),
@@ -105,8 +107,8 @@ def test_narrow_sketch_stays_within_its_error_scale(model_and_data):
     scale = sketched.engine.error_scale
     assert 0 < scale < 0.2
     # Each Gram entry is an inner product with a standard deviation of at most
-    # sqrt(2 / r) sqrt(K_ii K_jj): errors in those units have a root mean square below 1, and
-    # Chebyshev puts each beyond 10 with probability 1% at most.
+    # sqrt(2 / r) sqrt(K_ii K_jj). In those units the errors have a root mean square below 1,
+    # and Chebyshev puts each beyond 10 with probability 1% at most.
     gram, estimate = exact_runner.safety_side.gram, runner.safety_side.gram
     norms = gram.diagonal().sqrt()
     units = (estimate - gram).abs() / (scale * norms[:, None] * norms[None, :])

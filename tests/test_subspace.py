@@ -48,7 +48,8 @@ def test_cached_check_equals_full_check(tiny_checkpoint, inputs, built):
             if isinstance(value, float):
                 assert math.isclose(value, cached["checks"][section][key], rel_tol=1e-9, abs_tol=1e-15), key
     assert cached["verdict"] == full["verdict"]
-    assert built.sequences == 8 and built.path_kind == "exact"
+    assert built.sequences == 8
+    assert built.path_kind == "exact"
     assert built.k == full["checks"]["sharpness"]["k"]
 
 
@@ -105,7 +106,8 @@ def test_cli_build_then_check(tiny_checkpoint, inputs, tmp_path):
               "--max-seq-len", "96", "--seed", "3"]
     built = CliRunner().invoke(main, ["subspace", "build", *common, "--output", str(target)])
     assert built.exit_code == 0, built.output
-    assert "8 safety sequences" in built.output and target.is_file()
+    assert "8 safety sequences" in built.output
+    assert target.is_file()
     checked = CliRunner().invoke(main, ["check", *common, "--dataset", str(finetune), "--policy", str(policy),
                                         "--max-finetune-examples", "6", "--subspace", str(target),
                                         "--output-dir", str(tmp_path / "out"), "-q"])
@@ -126,7 +128,8 @@ def test_sketched_cache_reuses_the_same_sketch(tiny_checkpoint, inputs, tmp_path
     folder, _, safety, _ = inputs
     summary = riskgate.build_subspace(str(tiny_checkpoint), tmp_path / "sketched.subspace", safety_data=safety,
                                       budget=BUDGET, seed=3)
-    assert summary.path_kind == "sketched" and summary.sketch_width >= 600
+    assert summary.path_kind == "sketched"
+    assert summary.sketch_width >= 600
     full = _check(tiny_checkpoint, inputs)
     cached = _check(tiny_checkpoint, inputs, subspace=summary.path)
     assert full["engine"]["path"] == cached["engine"]["path"] == "sketched"

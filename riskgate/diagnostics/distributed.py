@@ -4,8 +4,8 @@ Under torchrun (or any launcher that sets up a default process group), each of t
 computes the per-sequence work of the sequences i with i mod W == its rank: gradient rows,
 losses, moments, per-record Hessian-vector products and exact products. Every result is
 written into a full-size buffer that is zero elsewhere and then summed over the ranks with
-all_reduce, so afterwards every rank holds the same G (or its sketch), K, v, h and products,
-and the rest of the analysis runs identically on each. Without a process group (one process)
+all_reduce. Afterwards every rank has the same G (or its sketch), K, v, h and products, so the
+rest of the analysis runs identically on each. Without a process group (one process)
 every function here is a no-op.
 
 NOTE: a time budget that runs out on one rank only would leave the others waiting in
@@ -32,7 +32,7 @@ class Shard:
 
 
 def current_shard() -> Shard | None:
-    """The shard of this process when a process group with more than one rank is running."""
+    """Return this process's shard when a process group of two or more ranks is running."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:

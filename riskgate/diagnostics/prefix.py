@@ -10,7 +10,7 @@ LM head, fed with those states as `inputs_embeds`. For SmolLM2-135M's default sc
 This relies on the model feeding `inputs_embeds` straight into its first block, which holds
 for Llama-style models and not for, say, GPT-2 (which adds position embeddings) or Gemma
 (which scales the embeddings). So before use, the loss of one sequence through the tail is
-compared with its loss through the whole model; on a mismatch the cache stays off.
+compared with its loss through the whole model, and on a mismatch the cache stays off.
 """
 
 from __future__ import annotations
