@@ -14,8 +14,8 @@ Chebyshev's inequality bounds the error by c sqrt(2 / r) ||a|| ||b|| with probab
 
 The sketch is block-diagonal over parameter tensors: tensor t gets r_t buckets in proportion
 to its size, with a floor (plan_layout), so per-tensor shares (the sensitivity map) stay
-available, and a tensor with no more coordinates than its buckets is copied exactly. The bound then holds with
-r = min over sketched tensors of r_t, which the report states.
+available. A tensor with no more coordinates than its buckets is copied exactly. The bound
+then holds with r = min over sketched tensors of r_t, which the report states.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def plan_layout(sizes: Sequence[int], width: int) -> SketchLayout:
 class CountSketch:
     """A seeded CountSketch of the scoped parameters.
 
-    `index` (d,) maps each coordinate to its bucket in [0, r) and `sign` (d,) holds s(i) in
-    {-1, +1}. Coordinates of an exactly copied tensor keep their position and sign +1.
+    `index` (d,) maps each coordinate to its bucket in [0, r) and `sign` (d,) contains s(i)
+    in {-1, +1}. Coordinates of an exactly copied tensor keep their position and sign +1.
     """
 
     def __init__(self, sizes: Sequence[int], width: int, *, seed: int, device: torch.device | str = "cpu") -> None:
