@@ -32,6 +32,9 @@ add_option --max-finetune-examples "${RISKGATE_MAX_FINETUNE_EXAMPLES:-}"
 add_option --max-seq-len "${RISKGATE_MAX_SEQ_LEN:-}"
 add_option --time-budget "${RISKGATE_TIME_BUDGET:-}"
 add_option --waivers "${RISKGATE_WAIVERS:-}"
+add_option --params "${RISKGATE_PARAMS:-}"
+add_option --max-memory "${RISKGATE_MAX_MEMORY:-}"
+add_option --subspace "${RISKGATE_SUBSPACE:-}"
 
 case "${RISKGATE_FAIL_ON_WARN:-false}" in
   true) args+=(--fail-on-warn) ;;

@@ -45,6 +45,9 @@ CLI_INPUTS = {
     "time-budget": "RISKGATE_TIME_BUDGET",
     "fail-on-warn": "RISKGATE_FAIL_ON_WARN",
     "waivers": "RISKGATE_WAIVERS",
+    "params": "RISKGATE_PARAMS",
+    "max-memory": "RISKGATE_MAX_MEMORY",
+    "subspace": "RISKGATE_SUBSPACE",
     "output-dir": "RISKGATE_OUTPUT_DIR",
 }
 """Action inputs that mirror `riskgate check` options, and the variable each reaches the script in."""
@@ -296,6 +299,9 @@ def test_run_script_quotes_inputs(tmp_path, fake_bin):
         RISKGATE_TIME_BUDGET="600",
         RISKGATE_FAIL_ON_WARN="true",
         RISKGATE_WAIVERS="policy/waivers $(id).yaml",
+        RISKGATE_PARAMS="model.layers.2*.mlp.*",
+        RISKGATE_MAX_MEMORY="12G",
+        RISKGATE_SUBSPACE="cache/base model.subspace",
         RISKGATE_OUTPUT_DIR="out dir",
     )
     assert result.returncode == 1, result.stderr
@@ -310,6 +316,9 @@ def test_run_script_quotes_inputs(tmp_path, fake_bin):
         "--max-steps", "500",
         "--time-budget", "600",
         "--waivers", "policy/waivers $(id).yaml",
+        "--params", "model.layers.2*.mlp.*",
+        "--max-memory", "12G",
+        "--subspace", "cache/base model.subspace",
         "--fail-on-warn",
     ]
     assert not (tmp_path / "pwned").exists()
