@@ -86,6 +86,18 @@ def _as_number(value):
     return value
 
 
+PLAUSIBLE_RANGES = {
+    "learning_rate": (1e-12, 10.0),
+    "max_steps": (1, 10**9),
+    "batch_size": (1, 10**7),
+    "gradient_accumulation_steps": (1, 10**6),
+    "num_train_epochs": (1e-6, 10**6),
+    "adam_epsilon": (1e-30, 1.0),
+}
+"""Bounds beyond which a plan value is almost surely a typo (1e-300, 1e12 steps), keyed by the
+TrainingArguments name; the flags share them."""
+
+
 def _check_positive(name: str, value, where: str, *, integer: bool) -> None:
     kind = "integer" if integer else "number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -94,6 +106,14 @@ def _check_positive(name: str, value, where: str, *, integer: bool) -> None:
         raise PlanError(f"{where}: '{name}' must be a positive integer, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise PlanError(f"{where}: '{name}' must be a positive {kind}, got {value!r}")
+    key = name.lstrip("-").replace("-", "_")
+    key = "batch_size" if key == "per_device_train_batch_size" else key
+    low, high = PLAUSIBLE_RANGES.get(key, (0, math.inf))
+    if not low <= value <= high:
+        raise PlanError(
+            f"{where}: '{name}' = {value!r} is outside the plausible range [{low:g}, {high:g}]; "
+            "check the value (a typo in the exponent?)"
+        )
 
 
 def _parse_optimizer(value, where: str) -> Optimizer:

@@ -142,3 +142,31 @@ def test_unsupported_config_type(tmp_path):
     path.write_text("learning_rate = 1e-4\n")
     with pytest.raises(PlanError, match="unsupported training config type '.toml'"):
         resolve(train_config=path)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (dict(learning_rate=1e-300), "--learning-rate"),
+    (dict(learning_rate=50.0), "--learning-rate"),
+    (dict(max_steps=10**12), "--max-steps"),
+    (dict(batch_size=10**9), "--batch-size"),
+])
+def test_implausible_flags_rejected(overrides, key):
+    from riskgate.errors import PlanError
+    from riskgate.plan import resolve_plan
+
+    arguments = dict(train_config=None, learning_rate=None, max_steps=None, batch_size=None, optimizer=None,
+                     num_records=10)
+    arguments.update(overrides)
+    with pytest.raises(PlanError, match=f"'{key}' = .* outside the plausible range"):
+        resolve_plan(**arguments)
+
+
+def test_implausible_config_value_names_key(tmp_path):
+    from riskgate.errors import PlanError
+    from riskgate.plan import resolve_plan
+
+    config = tmp_path / "train.yaml"
+    config.write_text("learning_rate: 1.0e-300\nmax_steps: 10\n")
+    with pytest.raises(PlanError, match="'learning_rate' = 1e-300"):
+        resolve_plan(train_config=config, learning_rate=None, max_steps=None, batch_size=None, optimizer=None,
+                     num_records=10)

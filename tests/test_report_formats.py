@@ -401,3 +401,11 @@ def test_model_row_names_engine_path():
     assert "gradients sketched (width 4,096, error scale 0.0221)" in details
     assert "Hessian-vector products by double_backward" in details
     assert "gradients" not in input_rows({"model": {"kind": "folder"}})[0][3]
+
+
+def test_report_with_byte_order_mark_reads(tmp_path):
+    from riskgate.report.reading import read_report
+
+    path = tmp_path / "report.json"
+    path.write_bytes(b"\xef\xbb\xbf" + FIXTURE.read_bytes())
+    assert read_report(path) == read_report(FIXTURE)

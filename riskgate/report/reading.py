@@ -20,7 +20,8 @@ def read_report(path: Path) -> dict[str, Any]:
             JSON object, has another schema_version, or lacks a required key.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is read past.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise InvalidInputError(f"{path}: report file not found; pass the report.json that `riskgate check` wrote") from None
     except (OSError, UnicodeDecodeError) as error:
