@@ -58,3 +58,9 @@ def test_export_refuses_input(tmp_path):
     source = write_source(tmp_path, "json")
     with pytest.raises(UsageError, match="refusing to overwrite"):
         export_without(source, {0}, source)
+
+
+def test_export_of_folder_to_file_name_rejected(tmp_path):
+    source = write_source(tmp_path, "folder")
+    with pytest.raises(UsageError, match="expected a folder like"):
+        export_without(source, {0}, tmp_path / "filtered.jsonl")

@@ -25,6 +25,9 @@ def _kind(path: Path) -> str:
     return _SUFFIXES.get(path.suffix.lower(), "")
 
 
+_FILE_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".arrow"}
+
+
 def check_destination(source: str | Path, destination: str | Path) -> None:
     """Raise UsageError unless `destination` can take an export of `source` (checked up front)."""
     source, destination = Path(source), Path(destination)
@@ -32,7 +35,8 @@ def check_destination(source: str | Path, destination: str | Path) -> None:
     if not kind:
         raise UsageError(f"--export-filtered: cannot export {source}: unsupported dataset type")
     if kind == "folder":
-        if destination.exists() and not destination.is_dir():
+        # A folder named like a file (out.jsonl/) is almost surely a type mix-up.
+        if (destination.exists() and not destination.is_dir()) or destination.suffix.lower() in _FILE_SUFFIXES:
             raise UsageError(f"--export-filtered {destination}: expected a folder like {source.name}")
     elif destination.suffix.lower() != source.suffix.lower() or destination.is_dir():
         raise UsageError(f"--export-filtered {destination}: expected a {source.suffix} file like {source.name}")
