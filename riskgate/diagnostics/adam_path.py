@@ -47,7 +47,7 @@ class ClippedAdamPath:
         self._first = direction.to(dtype)  # D g, (d,)
         self._second = (0.5 * acceleration).to(dtype)  # (1/2) D H D g, (d,)
         if sketch is not None:
-            sign = sketch.sign.to(dtype=dtype, device="cpu")
+            sign = sketch.signs(dtype).to("cpu")
             self._first = self._first * sign
             self._second = self._second * sign
         self._first_norm = float(direction.to(torch.float64).norm())

@@ -220,7 +220,7 @@ class DiagnosticsRun:
             grads = grads.to(dtype)
             if moments:
                 total[span] += grads.sum(dim=0).cpu()
-                squares[span] += grads.square().sum(dim=0).cpu()
+                squares[span] += torch.linalg.vector_norm(grads, dim=0).square_().cpu()
             if scale is not None:
                 grads = grads * scale[span].to(dtype=dtype, device=grads.device)
             rows[indices, sketch.columns(index)] += sketch.apply(index, grads).cpu()

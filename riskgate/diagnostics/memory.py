@@ -8,8 +8,8 @@ itemsize s (4 for float32 storage, 8 for float64 models) and a model of P parame
                                     (float64 on the exact path; float32 when sketched, 8 * d * s)
              + 512 MiB              the interpreter and libraries
     exact    = fixed + (n + M) d s
-    sketched = fixed' + 9 d + (n + M) r s      (9 d: the CountSketch's bucket and sign per coordinate,
-                                               fixed' with its vectors in the gradients' dtype)
+    sketched = fixed' + 13 d + (n + M) r s     (13 d: the CountSketch's bucket, sign and float sign
+                                               per coordinate; fixed' with vectors in the gradients' dtype)
 
 The exact path is chosen when it fits the limit; otherwise the widest sketch that fits, at
 most MAX_SKETCH_WIDTH buckets. These are estimates: activation memory grows with the
@@ -61,13 +61,13 @@ def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows:
     if exact <= limit_bytes:
         return MemoryPlan("exact", None, limit_bytes, exact)
     fixed = 2 * parameters_total * model_itemsize + 8 * numel * itemsize + _OVERHEAD
-    room = limit_bytes - fixed - 9 * numel
+    room = limit_bytes - fixed - 13 * numel
     width = min(MAX_SKETCH_WIDTH, room // (rows * itemsize)) if room > 0 else 0
     if width < MIN_SKETCH_WIDTH:
-        needed = fixed + 9 * numel + rows * MIN_SKETCH_WIDTH * itemsize
+        needed = fixed + 13 * numel + rows * MIN_SKETCH_WIDTH * itemsize
         raise EnvironmentFailure(
             f"memory limit {limit_bytes / 2**30:.1f} GiB is too small for {numel:,} parameters and {rows} "
             f"sequences (about {needed / 2**30:.1f} GiB needed); raise --max-memory, narrow --params "
             "or lower --max-safety-examples/--max-finetune-examples"
         )
-    return MemoryPlan("sketched", int(width), limit_bytes, fixed + 9 * numel + rows * int(width) * itemsize)
+    return MemoryPlan("sketched", int(width), limit_bytes, fixed + 13 * numel + rows * int(width) * itemsize)

@@ -106,6 +106,14 @@ class CountSketch:
     def width(self) -> int:
         return self.layout.width
 
+    def signs(self, dtype: torch.dtype) -> torch.Tensor:
+        """s as a (d,) tensor of `dtype`, converted once and kept: every sketched vector needs it."""
+        cached = getattr(self, "_signs", None)
+        if cached is None or cached.dtype != dtype:
+            cached = self.sign.to(dtype)
+            self._signs = cached
+        return cached
+
     def columns(self, index: int) -> slice:
         """Sketched coordinates of tensor `index`."""
         return slice(self.layout.offsets[index], self.layout.offsets[index + 1])
@@ -117,13 +125,13 @@ class CountSketch:
         span = slice(self.starts[index], self.starts[index + 1])
         first = self.layout.offsets[index]
         share = self.layout.offsets[index + 1] - first
-        signed = torch.where(self.sign[span] > 0, values, -values)
+        signed = values * self.signs(values.dtype)[span]
         out = torch.zeros((values.shape[0], share), dtype=values.dtype, device=values.device)
         return out.index_add_(1, self.index[span] - first, signed)
 
     def apply_vector(self, vector: torch.Tensor) -> torch.Tensor:
         """Sketch a (d,) vector laid out like the scoped parameters: -> (r,)."""
-        return self.scatter(vector * self.sign.to(vector.dtype))
+        return self.scatter(vector * self.signs(vector.dtype))
 
     def scatter(self, signed: torch.Tensor) -> torch.Tensor:
         """Sum an already signed (d,) vector s * x into its buckets: -> (r,)."""
