@@ -132,3 +132,26 @@ def test_tied_parameter_reaches_sink_whole():
     batch = make_batch(random_sequences(3, seed=2), 0)
     engine.run(batch, torch.arange(3), lambda rows, index, grads: calls.append(index), sequence_losses)
     assert sorted(calls) == [0, 1]
+
+
+def test_losses_run_lm_head_on_response_positions_only():
+    from riskgate.diagnostics.gradients import make_batch, sequence_losses
+
+    model = compute_in_float64(build_model())
+    sequences = random_sequences(4, seed=6)
+    batch = make_batch(sequences, 0)
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
+    trimmed = sequence_losses(model, batch)
+    handle.remove()
+    most = max(sum(s.loss_mask[1:]) for s in sequences)
+    assert seen == [most]
+    assert most < batch.input_ids.shape[1] - 1
+
+    def without_option(**kwargs):
+        if "logits_to_keep" in kwargs:
+            raise TypeError("forward() got an unexpected keyword argument 'logits_to_keep'")
+        return model(**kwargs)
+
+    full = sequence_losses(without_option, batch)
+    assert torch.allclose(trimmed, full, rtol=1e-12, atol=0)

@@ -81,26 +81,34 @@ def sequence_losses(model: Callable[..., object], batch: Batch) -> torch.Tensor:
     """Return the per-sequence mean response-token NLL, shape (B,), in the model's dtype.
 
     `model` is the model or any callable that takes its keyword arguments (hvp.py passes a
-    torch.func.functional_call of it).
+    torch.func.functional_call of it). Only the positions that predict a response token go
+    through the LM head (`logits_to_keep`), which for a large vocabulary is most of the cost
+    of a pass; a model that does not take `logits_to_keep` computes all logits instead.
     """
     inputs = {"input_ids": batch.input_ids} if batch.inputs_embeds is None else {"inputs_embeds": batch.inputs_embeds}
-    outputs = model(
-        **inputs,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
-    logits = outputs.logits[:, :-1, :]  # (B, t-1, vocab): predicts tokens 1..t-1
-    targets = batch.input_ids[:, 1:]  # (B, t-1)
-    mask = batch.loss_mask[:, 1:].to(logits.dtype)  # (B, t-1)
+    common = dict(attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
+    shifted = batch.loss_mask[:, 1:]  # (B, t-1): position p predicts token p + 1
+    counts = shifted.sum(dim=1)  # (B,)
+    kept = int(counts.max())
+    # Each row's loss positions first, in order, then filler positions that `valid` masks out.
+    positions = torch.argsort((~shifted).to(torch.int8), dim=1, stable=True)[:, :kept]  # (B, P)
+    try:
+        logits = model(**inputs, **common, logits_to_keep=positions).logits
+    except TypeError:
+        logits = None
+    if logits is None or logits.shape[:2] != positions.shape:
+        logits = model(**inputs, **common).logits[:, :-1, :]  # (B, t-1, vocab)
+        positions = torch.arange(shifted.shape[1], device=shifted.device).expand_as(shifted)
+    targets = torch.gather(batch.input_ids[:, 1:], 1, positions)  # (B, P)
+    valid = torch.gather(shifted, 1, positions).to(logits.dtype)  # (B, P)
 
     # The vocabulary stays the last dimension: cross_entropy over a (B, vocab, t) view of the
     # same float32 logits measured about 100 times larger rounding errors.
     size, length, vocab = logits.shape
     token_nll = torch.nn.functional.cross_entropy(
         logits.reshape(size * length, vocab), targets.reshape(-1), reduction="none"
-    ).view(size, length)  # (B, t-1)
-    return (token_nll * mask).sum(dim=1) / mask.sum(dim=1)
+    ).view(size, length)  # (B, P)
+    return (token_nll * valid).sum(dim=1) / valid.sum(dim=1)
 
 
 def flat_grad(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor], dtype) -> torch.Tensor:
