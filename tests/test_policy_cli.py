@@ -103,10 +103,10 @@ def test_show_preset_chain():
     assert lines[0].startswith("# riskgate policy 'strict', resolved from preset:strict (sha256 ")
     assert lines[1] == "# extends chain, child first: preset:strict -> preset:default"
     document = yaml.safe_load(result.stdout)
-    assert document["forecast"] == {"tau": 0.05}
+    assert document["forecast"] == {"tau": 0.025}
     assert document["subspace"] == {"rho": 0.9, "k_max": 32, "orthogonality_level": 0.1}
     assert document["samples"] == {"min_safety_examples": 64, "min_finetune_examples": 8}
-    assert document["thresholds"]["collapse_step_ratio"] == {"warn": 4.0, "fail": 2.0}
+    assert document["thresholds"]["collapse_step_ratio"] == {"warn": 2.0, "fail": 1.0}
     assert "extends" not in document
 
 

@@ -43,11 +43,11 @@ def entry(rule: str, *, model: str = MODEL_SHA, dataset: str = DATASET_SHA, reas
 
 
 def failing_evaluation(**overrides):
-    """Evaluate the default preset on metrics where overlap_ratio fails and linear_term warns."""
+    """Evaluate the default preset on metrics where overlap_ratio fails and delta_u warns."""
     values = dict(
         overlap_ratio=0.71,
         gamma_hat=None,
-        delta_u_at_planned_steps=0.01,
+        delta_u_at_planned_steps=0.03,
         collapse_step=None,
         collapse_search_limit=10_000,
         planned_steps=100,
@@ -203,14 +203,14 @@ def test_apply_waives_fail(tmp_path):
         "expires": "2026-12-31",
         "original_status": "fail",
     }
-    # linear_term still warns, so the verdict drops from fail to warn.
+    # delta_u_at_planned_steps still warns, so the verdict drops from fail to warn.
     assert outcome.evaluation.verdict is Verdict.WARN
-    assert outcome.evaluation.reason == by_rule(evaluation, "linear_term").message
+    assert outcome.evaluation.reason == by_rule(evaluation, "delta_u_at_planned_steps").message
     assert outcome.unused == ()
 
 
 def test_apply_all_waived_passes(tmp_path):
-    path = write_waivers(tmp_path, entry("overlap_ratio") + entry("linear_term", dataset=DATASET_SHA[:12]))
+    path = write_waivers(tmp_path, entry("overlap_ratio") + entry("delta_u_at_planned_steps", dataset=DATASET_SHA[:12]))
     outcome = apply(failing_evaluation(), path)
     assert outcome.evaluation.verdict is Verdict.PASS
     assert outcome.evaluation.reason == "all 5 rules within thresholds, 2 more waived"
@@ -264,19 +264,19 @@ def test_apply_unknown_hash_never_matches(tmp_path):
 
 
 def test_apply_passing_finding_untouched(tmp_path):
-    path = write_waivers(tmp_path, entry("delta_u_at_planned_steps"))
+    path = write_waivers(tmp_path, entry("collapse_step_ratio"))
     outcome = apply(failing_evaluation(), path)
-    assert by_rule(outcome.evaluation, "delta_u_at_planned_steps").status is FindingStatus.PASS
-    assert [waiver.rule for waiver in outcome.unused] == ["delta_u_at_planned_steps"]
+    assert by_rule(outcome.evaluation, "collapse_step_ratio").status is FindingStatus.PASS
+    assert [waiver.rule for waiver in outcome.unused] == ["collapse_step_ratio"]
 
 
 def test_apply_never_waives_error(tmp_path):
     evaluation = failing_evaluation(overlap_ratio=None, complete=False, incomplete_reason="time budget exhausted")
     assert by_rule(evaluation, "overlap_ratio").status is FindingStatus.ERROR
-    path = write_waivers(tmp_path, entry("overlap_ratio") + entry("linear_term"))
+    path = write_waivers(tmp_path, entry("overlap_ratio") + entry("delta_u_at_planned_steps"))
     outcome = apply(evaluation, path)
     assert by_rule(outcome.evaluation, "overlap_ratio").status is FindingStatus.ERROR
-    assert by_rule(outcome.evaluation, "linear_term").status is FindingStatus.WAIVED
+    assert by_rule(outcome.evaluation, "delta_u_at_planned_steps").status is FindingStatus.WAIVED
     assert outcome.evaluation.verdict is Verdict.ERROR
     assert [waiver.rule for waiver in outcome.unused] == ["overlap_ratio"]
 
@@ -368,7 +368,7 @@ def test_sarif_suppression(waived_report):
     assert waived[0]["properties"]["status"] == "waived"
     assert waived[0]["properties"]["original_status"] == "fail"
     unsuppressed = [result["ruleId"] for result in results if "suppressions" not in result]
-    assert unsuppressed == ["linear_term"]
+    assert unsuppressed == ["delta_u_at_planned_steps"]
 
 
 def test_junit_skipped(waived_report):
@@ -385,7 +385,7 @@ def test_junit_skipped(waived_report):
 def test_github_notice_counts_waived(waived_report):
     lines = RENDERERS["github"].render(waived_report).splitlines()
     assert not any("overlap_ratio" in line for line in lines)
-    assert lines[0].startswith("::warning title=riskgate warn%3A linear_term::")
+    assert lines[0].startswith("::warning title=riskgate warn%3A delta_u_at_planned_steps::")
     assert lines[-1].startswith(
         "::notice title=riskgate%3A waived findings::1 failing or warning finding is waived by "
     )
