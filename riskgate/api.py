@@ -128,6 +128,17 @@ def resolve_device(device: str, shard=None) -> str:
     raise UsageError(f"--device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
 
+def _check_writable(output: Path) -> None:
+    """Raise UsageError unless a file can be created next to `output` (checked before the work)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".riskgate-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None
+
+
 def _parse_memory(max_memory: int | str | None) -> int | None:
     from .diagnostics.memory import parse_size
 
@@ -144,12 +155,17 @@ def _memory_plan(loaded_model, scope, scoped_params, rows: int, max_memory: int 
 
     from .diagnostics.memory import plan_memory
 
+    from .diagnostics.memory import format_size
+
     available = _available_memory_bytes()
     limit = max_memory if max_memory is not None else int(0.8 * available) if available else 16 * 2**30
+    if max_memory is not None and available is not None and max_memory > available:
+        logger.warning("--max-memory %s is more than the %s this machine has available; the run may swap "
+                       "or be killed before it reaches the limit", format_size(max_memory), format_size(available))
     return plan_memory(
         parameters_total=loaded_model.parameters_total, model_itemsize=scoped_params[0].element_size(),
         numel=scope.numel, rows=rows, itemsize=8 if scoped_params[0].dtype == torch.float64 else 4,
-        limit_bytes=limit,
+        limit_bytes=limit, limit_given=max_memory is not None,
     )
 
 
@@ -497,6 +513,7 @@ def build_subspace(
     output = Path(output)
     if output.is_dir() or not output.parent.is_dir():
         raise UsageError(f"--output {output}: must be a file path in an existing folder")
+    _check_writable(output)
     deadline = Deadline(budget.time_budget_s)
 
     progress.start("loading inputs")

@@ -61,12 +61,15 @@ def write_subspace(path: Path, *, gradients, gram, losses, sequences, metadata: 
     }
     header = {"format": FORMAT, "format_version": FORMAT_VERSION}
     header.update({key: json.dumps(value) for key, value in metadata.items()})
+    from safetensors import SafetensorError
+
     try:
         save_file(tensors, str(path), metadata=header)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
         from .errors import EnvironmentFailure
 
-        raise EnvironmentFailure(f"{path}: cannot write the subspace file ({exc.strerror or exc}); "
+        reason = getattr(exc, "strerror", None) or exc
+        raise EnvironmentFailure(f"{path}: cannot write the subspace file ({reason}); "
                                  "choose a writable path with free space") from exc
 
 
@@ -77,6 +80,8 @@ def read_subspace(path: str | Path) -> CachedSafetySide:
     from .loading.records import EncodedSequence
 
     path = Path(path)
+    if path.is_dir():
+        raise SubspaceError(f"{path}: is a folder, not a subspace file; pass the file `riskgate subspace build` wrote")
     if not path.is_file():
         raise SubspaceError(f"{path}: subspace file not found; build it with `riskgate subspace build`")
     try:

@@ -136,11 +136,21 @@ def test_hvp_methods_agree_through_the_api(tiny_checkpoint, inputs):
     assert exact["gamma_hat"] > 0
 
 
-def test_memory_limit_too_small_is_an_environment_failure(tiny_checkpoint, inputs):
+def test_memory_limit_too_small_is_a_usage_error(tiny_checkpoint, inputs):
+    from riskgate.errors import ExitCode, UsageError
+
+    with pytest.raises(UsageError, match=r"--max-memory: limit 1.0 KiB is too small") as caught:
+        run(tiny_checkpoint, inputs, max_memory="1K")
+    assert caught.value.exit_code == ExitCode.INVALID_INPUT
+
+
+def test_default_memory_too_small_is_an_environment_failure(tiny_checkpoint, inputs, monkeypatch):
+    from riskgate import api
     from riskgate.errors import EnvironmentFailure, ExitCode
 
-    with pytest.raises(EnvironmentFailure, match="--max-memory") as caught:
-        run(tiny_checkpoint, inputs, max_memory="1M")
+    monkeypatch.setattr(api, "_available_memory_bytes", lambda: 2**20)
+    with pytest.raises(EnvironmentFailure, match="too small") as caught:
+        run(tiny_checkpoint, inputs)
     assert caught.value.exit_code == ExitCode.RUNTIME_ERROR
 
 

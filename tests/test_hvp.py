@@ -48,8 +48,8 @@ def test_finite_difference_error_is_small_and_measured(problem):
     product, used = _product(problem, HvpMethod.FINITE_DIFFERENCE)
     assert used is HvpMethod.FINITE_DIFFERENCE
     relative = float((product - expected).norm()) / float(expected.norm())
-    # float64: eps = cbrt(2.2e-16) * ||theta|| gives an O(eps^2) truncation error near 1e-10.
-    assert 0.0 < relative < 1e-7
+    # eps = cbrt(float32 epsilon) * ||theta|| even here, so the O(eps^2) truncation error shows.
+    assert 0.0 < relative < 1e-3
 
 
 def test_finite_difference_leaves_parameters_unchanged(problem):
@@ -61,7 +61,7 @@ def test_finite_difference_leaves_parameters_unchanged(problem):
 def test_finite_difference_step_scales_with_parameters(problem):
     params = problem[1]
     norm = float(torch.cat([p.detach().reshape(-1) for p in params]).norm())
-    assert finite_difference_step(params) == pytest.approx(torch.finfo(torch.float64).eps ** (1 / 3) * norm)
+    assert finite_difference_step(params) == pytest.approx(torch.finfo(torch.float32).eps ** (1 / 3) * norm)
 
 
 def test_auto_uses_double_backward(problem):
@@ -91,7 +91,7 @@ def test_auto_falls_back_in_order(problem, monkeypatch):
     monkeypatch.setitem(hvp.METHODS, HvpMethod.FORWARD_OVER_REVERSE, missing)
     product, used = _product(problem, HvpMethod.AUTO)
     assert used is HvpMethod.FINITE_DIFFERENCE
-    assert torch.allclose(product, problem[4], rtol=1e-7, atol=0)
+    assert float((product - problem[4]).norm()) <= 1e-3 * float(problem[4].norm())
 
     with pytest.raises(NotImplementedError):
         _product(problem, HvpMethod.DOUBLE_BACKWARD)

@@ -45,5 +45,7 @@ def test_sketch_width_shrinks_with_the_limit():
 
 
 def test_limit_below_any_sketch_fails():
-    with pytest.raises(EnvironmentFailure, match="too small"):
+    with pytest.raises(EnvironmentFailure, match="limit 2.0 GiB is too small"):
         plan_memory(numel=134_515_008, rows=128, limit_bytes=2 * 2**30, **SMOLLM2)
+    with pytest.raises(UsageError, match="limit 2.0 GiB is too small"):
+        plan_memory(numel=134_515_008, rows=128, limit_bytes=2 * 2**30, limit_given=True, **SMOLLM2)

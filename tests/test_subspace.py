@@ -88,6 +88,21 @@ def test_not_a_subspace_file(tiny_checkpoint, inputs, tmp_path):
         _check(tiny_checkpoint, inputs, subspace=bogus)
     with pytest.raises(SubspaceError, match="not found"):
         _check(tiny_checkpoint, inputs, subspace=tmp_path / "missing.subspace")
+    with pytest.raises(SubspaceError, match="is a folder, not a subspace file"):
+        _check(tiny_checkpoint, inputs, subspace=tmp_path)
+
+
+def test_unwritable_output_fails_before_the_pass(tiny_checkpoint, inputs, monkeypatch, tmp_path):
+    import tempfile
+
+    from riskgate.errors import UsageError
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(UsageError, match="cannot write there"):
+        riskgate.build_subspace(str(tiny_checkpoint), tmp_path / "x.subspace", safety_data=inputs[2], budget=BUDGET)
 
 
 def test_other_safetensors_file_rejected(tiny_checkpoint, inputs):

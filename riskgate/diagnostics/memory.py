@@ -57,9 +57,21 @@ def parse_size(text: str, option: str = "--max-memory") -> int:
     return value
 
 
+def format_size(size: int) -> str:
+    """Format a byte count with a binary unit, e.g. 1.5 GiB or 512 KiB."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
 def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows: int, itemsize: int,
-                limit_bytes: int) -> MemoryPlan:
-    """Return the exact path if it fits `limit_bytes`, else the widest sketch that fits."""
+                limit_bytes: int, limit_given: bool = False) -> MemoryPlan:
+    """Return the exact path if it fits `limit_bytes`, else the widest sketch that fits.
+
+    A limit below any sketch raises UsageError when the user set it (`limit_given`), and
+    EnvironmentFailure when it is the default share of the machine's memory.
+    """
     fixed = 4 * parameters_total * model_itemsize + 8 * numel * 8 + 2 * rows * min(numel, _CHUNK) * 8 + _OVERHEAD
     exact = fixed + rows * numel * itemsize
     if exact <= limit_bytes:
@@ -69,10 +81,11 @@ def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows:
     room = limit_bytes - fixed - 13 * numel
     width = min(MAX_SKETCH_WIDTH, room // (rows * itemsize)) if room > 0 else 0
     if width < MIN_SKETCH_WIDTH:
-        needed = fixed + 13 * numel + rows * MIN_SKETCH_WIDTH * itemsize
-        raise EnvironmentFailure(
-            f"memory limit {limit_bytes / 2**30:.1f} GiB is too small for {numel:,} parameters and {rows} "
-            f"sequences (about {needed / 2**30:.1f} GiB needed); raise --max-memory, narrow --params "
+        needed = min(fixed + 13 * numel + rows * MIN_SKETCH_WIDTH * itemsize, exact)
+        error = UsageError if limit_given else EnvironmentFailure
+        raise error(
+            f"--max-memory: limit {format_size(limit_bytes)} is too small for {numel:,} parameters and {rows} "
+            f"sequences (about {format_size(needed)} needed, estimated); raise --max-memory, narrow --params "
             "or lower --max-safety-examples/--max-finetune-examples"
         )
     return MemoryPlan("sketched", int(width), limit_bytes, fixed + 13 * numel + rows * int(width) * itemsize)
