@@ -134,7 +134,7 @@ def _encode(model_loaded, safety_count: int, finetune_count: int, seq_len: int):
 
 
 def measure(args) -> dict:
-    """One measurement in this process: the diagnostics, then the reference pass."""
+    """Measure the diagnostics, then the reference pass, in this process; return the figures."""
     import torch
 
     torch.set_num_threads(args.threads)

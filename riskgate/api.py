@@ -18,7 +18,7 @@ from .assemble import DataSummary, build_report, data_section
 from . import __version__
 from .budget import Budget, Deadline
 from .diagnostics.settings import DiagnosticSettings, Optimizer
-from .errors import AnalysisError, EnvironmentFailure, UsageError
+from .errors import AnalysisError, UsageError
 from .plan import resolve_plan
 from .progress import NullProgress, Progress
 
@@ -96,6 +96,22 @@ def _sample_and_encode(loaded, tokenizer, *, max_examples: int | None, max_seq_l
     return EncodedSet(tuple(chosen), tuple(skipped), template), sampled_out, records
 
 
+def _validate_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+        raise UsageError(f"--seed: must be an integer in [-2^63, 2^63), got {seed!r}")
+
+
+def _load_scoped_model(model: str, params, *, dtype, allow_pickle: bool, trust_remote_code: bool, device: str):
+    """Load the model onto `device` and select its scope; return (loaded model, scope, scoped parameters)."""
+    from .loading.model import load_model
+    from .loading.scope import enable_grad_for_scope, select_scope
+
+    loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    loaded_model.model.to(device)
+    scope = select_scope(loaded_model.model, params)
+    return loaded_model, scope, enable_grad_for_scope(loaded_model.model, scope)
+
+
 def resolve_device(device: str, shard=None) -> str:
     """Return a torch device string for --device: auto, cpu, cuda, cuda:N or mps.
 
@@ -158,7 +174,12 @@ def _memory_plan(loaded_model, scope, scoped_params, rows: int, max_memory: int 
     from .diagnostics.memory import format_size
 
     available = _available_memory_bytes()
-    limit = max_memory if max_memory is not None else int(0.8 * available) if available else 16 * 2**30
+    if max_memory is not None:
+        limit = max_memory
+    elif available is not None:
+        limit = int(0.8 * available)
+    else:
+        limit = 16 * 2**30
     if max_memory is not None and available is not None and max_memory > available:
         logger.warning("--max-memory %s is more than the %s this machine has available; the run may swap "
                        "or be killed before it reaches the limit", format_size(max_memory), format_size(available))
@@ -262,8 +283,7 @@ def check(
         raise UsageError(f"--what-if-drop: must be 0 or more records, got {what_if_drop}")
     if export_filtered is not None and not what_if_drop:
         raise UsageError("--export-filtered needs --what-if-drop K: it writes the dataset without those K records")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
-        raise UsageError(f"--seed: must be an integer in [-2^63, 2^63), got {seed!r}")
+    _validate_seed(seed)
     if export_filtered is not None:
         from .loading.export import check_destination
 
@@ -304,14 +324,12 @@ def check(
     progress.finish("loading inputs")
 
     # The model, its scope, and tokenisation.
-    from .loading.model import load_model, model_summary
-    from .loading.scope import enable_grad_for_scope, select_scope
+    from .loading.model import model_summary
 
     progress.start("loading model")
-    loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    loaded_model.model.to(torch_device)
-    scope = select_scope(loaded_model.model, params)
-    scoped_params = enable_grad_for_scope(loaded_model.model, scope)
+    loaded_model, scope, scoped_params = _load_scoped_model(
+        model, params, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=torch_device,
+    )
     fine_encoded, fine_sampled_out, fine_records = _sample_and_encode(
         fine_loaded, loaded_model.tokenizer, max_examples=budget.max_finetune_examples,
         max_seq_len=budget.max_seq_len, seed=seed,
@@ -455,7 +473,7 @@ def check(
 
 @dataclass(frozen=True)
 class SubspaceSummary:
-    """What `build_subspace` wrote."""
+    """Summary of the subspace file that `build_subspace` wrote."""
 
     path: Path
     sequences: int
@@ -495,8 +513,6 @@ def build_subspace(
     room for `budget.max_finetune_examples` fine-tune rows, as the later check needs.
     """
     from .loading.formats import DatasetFormat
-    from .loading.model import load_model
-    from .loading.scope import enable_grad_for_scope, select_scope
     from .policy import load_policy
     from .safety_sets import default_safety_set_path
     from .subspace import write_subspace
@@ -505,8 +521,7 @@ def build_subspace(
     progress = progress or NullProgress()
     if isinstance(params, str):
         params = [params]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
-        raise UsageError(f"--seed: must be an integer in [-2^63, 2^63), got {seed!r}")
+    _validate_seed(seed)
     max_memory = _parse_memory(max_memory)
     torch_device = resolve_device(device)
     _validate_budget(budget)
@@ -522,10 +537,9 @@ def build_subspace(
     safety_loaded = _load_data(safety_path, DatasetFormat(safety_format) if safety_format else None, safety_columns)
     progress.finish("loading inputs")
     progress.start("loading model")
-    loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    loaded_model.model.to(torch_device)
-    scope = select_scope(loaded_model.model, params)
-    scoped_params = enable_grad_for_scope(loaded_model.model, scope)
+    loaded_model, scope, scoped_params = _load_scoped_model(
+        model, params, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=torch_device,
+    )
     safety_encoded, _, _ = _sample_and_encode(
         safety_loaded, loaded_model.tokenizer, max_examples=budget.max_safety_examples,
         max_seq_len=budget.max_seq_len, seed=seed,

@@ -222,7 +222,7 @@ def _run_check(console, options) -> ExitCode:
         return _error_code(console, exc, debug=options["debug"], policy=options["policy"])
 
     if result.report.get("engine", {}).get("rank", 0) != 0:
-        # Under torchrun every rank holds the same result; rank 0 alone writes and prints it.
+        # Under torchrun every rank has the same result, so rank 0 alone writes and prints it.
         return ExitCode(result.exit_code)
     return _finish(console, result, options)
 

@@ -122,7 +122,9 @@ def test_report_lists_sampled_records(tiny_checkpoint, inputs):
 def test_report_names_engine_path_and_method(tiny_checkpoint, inputs):
     report = run(tiny_checkpoint, inputs, hvp_method="double_backward", max_memory="4G").report
     engine = report["engine"]
-    assert engine["path"] == "exact" and engine["sketch_width"] is None and engine["error_scale"] == 0.0
+    assert engine["path"] == "exact"
+    assert engine["sketch_width"] is None
+    assert engine["error_scale"] == 0.0
     assert engine["hvp_method"] == "double_backward"
     assert report["checks"]["curvature_coupling"]["hvp_method"] == "double_backward"
     assert engine["max_memory_bytes"] == 4 * 2**30

@@ -20,7 +20,7 @@ def _torchrun(arguments: list[str], *, no_python: bool = False) -> subprocess.Co
     """Run two ranks under torchrun on this machine (gloo); start once more if the launch aborted.
 
     NOTE: under heavy load one launch out of several dozen ended with a gloo rank aborting
-    (exit code -6) before any riskgate code ran; a second launch tells that apart from a bug.
+    (exit code -6) before any riskgate code ran. A second launch separates that from a bug.
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                *(["--no-python"] if no_python else []), *arguments]

@@ -144,9 +144,9 @@ def test_losses_run_lm_head_on_response_positions_only():
     handle = model.lm_head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
     trimmed = sequence_losses(model, batch)
     handle.remove()
-    most = max(sum(s.loss_mask[1:]) for s in sequences)
-    assert seen == [most]
-    assert most < batch.input_ids.shape[1] - 1
+    longest = max(sum(s.loss_mask[1:]) for s in sequences)
+    assert seen == [longest]
+    assert longest < batch.input_ids.shape[1] - 1
 
     def without_option(**kwargs):
         if "logits_to_keep" in kwargs:

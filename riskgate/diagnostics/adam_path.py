@@ -33,7 +33,7 @@ class ClippedAdamPath:
     """x(t) for Adam, with the safety gradients to evaluate the forecast along it.
 
     The path is evaluated many times by the collapse search, so its vectors are kept once in
-    the gradients' dtype. On the sketched path, `gradients` holds S g_i (n, r) and S x(t) is
+    the gradients' dtype. On the sketched path, `gradients` contains S g_i (n, r) and S x(t) is
     formed directly: clipping to [-t, t] commutes with the signs s(i), so
     S x(t) = scatter(clip(s * (-t D g) + s * (t^2/2) D H D g, -t, t)), one O(d) pass per t.
     """

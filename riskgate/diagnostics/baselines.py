@@ -9,7 +9,7 @@ These are the cheaper signals, computed from quantities the checks already have:
 - ||g|| and ||v||: the sizes of the fine-tune gradient and of the update direction.
 - The overlap ratio with a random subspace of the same rank k inside the span of the safety
   gradients: R = span(G^T W) for a Gaussian W (n, k). With b = W^T G v (k,) and the basis
-  Gram matrix B = W^T G G^T W = n W^T K W (k, k), ||P_R v||^2 = b^T B^+ b. It answers whether
+  Gram matrix B = W^T G G^T W = n W^T K W (k, k), ||P_R v||^2 = b^T B^+ b. It shows whether
   the top Fisher directions matter, or any k directions the safety gradients span would do.
 """
 

@@ -9,7 +9,7 @@ rest of the analysis runs identically on each. Without a process group (one proc
 every function here is a no-op.
 
 NOTE: a time budget that runs out on one rank only would leave the others waiting in
-all_reduce; give every rank the same budget and work.
+all_reduce. Give every rank the same budget and work.
 """
 
 from __future__ import annotations

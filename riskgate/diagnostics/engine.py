@@ -60,7 +60,7 @@ class SharpnessResult:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """How the gradients were kept and how the curvature was computed."""
+    """Record of the gradient path and the Hessian-vector method a run used."""
 
     path: str
     """`exact` (gradients held in memory) or `sketched` (CountSketch, sketch.py)."""
@@ -145,8 +145,8 @@ class _SafetySide:
 class _FinetuneState:
     """The fine-tune gradients and their losses, for the checks and for reruns on subsets.
 
-    Exact path: `gradients` holds g'_m as rows (M, d), and the moments come from it.
-    Sketched path: `gradients` holds S u_m (M, r) with u_m = D g'_m (g'_m for SGD), and the
+    Exact path: `gradients` contains g'_m as rows (M, d), and the moments come from it.
+    Sketched path: `gradients` contains S u_m (M, r) with u_m = D g'_m (g'_m for SGD), and the
     mean gradient and second moment are exact (d,) sums kept beside it.
     """
 
@@ -194,7 +194,7 @@ class DiagnosticsRun:
     def _gradients(self, sequences, stage: Stage, scale: torch.Tensor | None = None, moments: bool = False):
         """One gradient pass: rows (len, d) exact or (len, r) sketched, losses, and exact moments.
 
-        On the sketched path each row is S (scale * g_m); with `moments`, the exact sum and
+        On the sketched path each row is S (scale * g_m). With `moments`, the exact sum and
         sum of squares of the g_m, (d,) each, are accumulated as well.
         """
         if self.sketch is None:

@@ -30,9 +30,9 @@ from .settings import HvpMethod
 logger = logging.getLogger(__name__)
 
 AUTO_ORDER = (HvpMethod.DOUBLE_BACKWARD, HvpMethod.FORWARD_OVER_REVERSE, HvpMethod.FINITE_DIFFERENCE)
-"""Methods AUTO tries, fastest first as measured on CPU (docs/benchmarks.md): double backward
-took 0.85 s per sequence of 64 tokens on SmolLM2-135M's default scope where forward over
-reverse took 1.6 s; finite differences need first derivatives only, so they come last."""
+"""Methods AUTO tries, fastest first as measured on CPU (docs/benchmarks.md). Double backward
+took 0.85 s per sequence of 64 tokens on SmolLM2-135M's default scope, and forward over
+reverse 1.6 s. Finite differences need first derivatives only, so they come last."""
 from .per_example import BatchedGradients, GradientSink
 from .prefix import PrefixCache
 

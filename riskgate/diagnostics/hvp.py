@@ -72,8 +72,8 @@ def finite_difference_step(params: Sequence[torch.Tensor]) -> float:
     """eps = cbrt(u) * max(||theta*||, 1), with u the float32 machine epsilon or a coarser one.
 
     u is at least float32's epsilon even for float64 parameters, because transformers models
-    compute norms and attention softmax in float32 whatever the parameter dtype; the gradients'
-    rounding, not the parameters', sets the balance with the truncation error.
+    compute norms and attention softmax in float32 whatever the parameter dtype. So the
+    gradients' rounding, not the parameters', sets the balance with the truncation error.
     """
     norm = float(torch.sqrt(sum(p.detach().to(torch.float64).square().sum() for p in params)))
     unit = max(torch.finfo(params[0].dtype).eps, torch.finfo(torch.float32).eps)

@@ -1,6 +1,6 @@
 """Per-sequence gradients from one batched backward pass per micro-batch.
 
-A micro-batch of B right-padded sequences gives the summed loss sum_b l_b; since no sequence
+A micro-batch of B right-padded sequences gives the summed loss sum_b l_b. Since no sequence
 attends to another, the gradient of l_b flows only through row b of every activation. For a
 module y = f(x; W) applied token by token, the per-sequence gradient of its weight is then a
 sum over the tokens of that row (shapes per sequence: x (t, d_in), dy = dl_b/dy (t, d_out)):
@@ -28,8 +28,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..budget import Deadline
-from ..loading.records import EncodedSequence
 
 GradientSink = Callable[[torch.Tensor, int, torch.Tensor], None]
 """sink(rows, parameter_index, grads): add grads (B, numel) to the gradients of sequences `rows`."""

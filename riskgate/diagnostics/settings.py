@@ -17,7 +17,7 @@ class Optimizer(str, enum.Enum):
 
 
 class HvpMethod(str, enum.Enum):
-    """How the curvature pass computes Hessian-vector products."""
+    """Method of the curvature pass's Hessian-vector products."""
 
     AUTO = "auto"
     """Double backward, then forward over reverse, then finite differences: the first that works."""
@@ -59,6 +59,6 @@ class DiagnosticSettings:
     micro_batch_size: int = 4
     """Sequences per forward pass in the gradient and curvature passes; results do not depend on it."""
     hvp_method: HvpMethod = HvpMethod.AUTO
-    """How the curvature pass computes Hessian-vector products (diagnostics/hvp.py)."""
+    """Method of the curvature pass's Hessian-vector products (diagnostics/hvp.py)."""
     sketch_width: int | None = None
     """None keeps gradients exactly in memory; r > 0 keeps CountSketches of width r (sketch.py)."""

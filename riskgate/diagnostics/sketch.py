@@ -15,7 +15,7 @@ Chebyshev's inequality bounds the error by c sqrt(2 / r) ||a|| ||b|| with probab
 The sketch is block-diagonal over parameter tensors: tensor t gets r_t buckets in proportion
 to its size, with a floor (plan_layout), so per-tensor shares (the sensitivity map) stay
 available. A tensor with no more coordinates than its buckets is copied exactly. The bound
-then holds with r = min over sketched tensors of r_t, which the report states.
+then applies with r = min over sketched tensors of r_t, which the report states.
 """
 
 from __future__ import annotations

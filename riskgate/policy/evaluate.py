@@ -1,7 +1,7 @@
 """Evaluate a policy on the metrics of one analysis: one finding per rule, then a verdict.
 
-Verdict precedence: error if any finding is an error (an incomplete analysis never passes),
-else fail if any fails, else warn if any warns, else pass. `linear_term` reports, as
+Verdict precedence: error when any finding is an error (an incomplete analysis never passes).
+Otherwise fail when any finding fails, warn when any warns, and pass when none does. `linear_term` reports, as
 information, when the first-order term dominates the forecast: the forecast then rests on an
 assumption the model breaks (that it sits at a safety optimum), but the validation harness
 found that on every low-learning-rate run of an aligned model, so it does not gate.
