@@ -101,15 +101,50 @@ def _validate_seed(seed) -> None:
         raise UsageError(f"--seed: must be an integer in [-2^63, 2^63), got {seed!r}")
 
 
-def _load_scoped_model(model: str, params, *, dtype, allow_pickle: bool, trust_remote_code: bool, device: str):
-    """Load the model onto `device` and select its scope; return (loaded model, scope, scoped parameters)."""
+def _load_scoped_model(model: str, params, *, dtype, allow_pickle: bool, trust_remote_code: bool, device: str,
+                       lora=None, seed: int = 0):
+    """Load the model onto `device` and select its scope.
+
+    With a LoRA plan the adapter is attached first and its factors are the scope; `params`
+    then restricts which targeted modules get an adapter. Returns (loaded model, scope,
+    scoped parameters, attached adapter or None).
+    """
+    import glob
+
     from .loading.model import load_model
     from .loading.scope import enable_grad_for_scope, select_scope
 
     loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     loaded_model.model.to(device)
+    adapter = None
+    if lora is not None:
+        from .loading.lora import attach_adapter
+
+        allowed = set(select_scope(loaded_model.model, params).names) if params else None
+        adapter = attach_adapter(loaded_model.model, lora, seed=seed,
+                                 select=None if allowed is None else allowed.__contains__)
+        params = [glob.escape(name) for name in adapter.parameter_names]
     scope = select_scope(loaded_model.model, params)
-    return loaded_model, scope, enable_grad_for_scope(loaded_model.model, scope)
+    return loaded_model, scope, enable_grad_for_scope(loaded_model.model, scope), adapter
+
+
+def _resolve_lora(lora_config):
+    """Return a LoraPlan from a file path or a mapping of LoraConfig keys, or None."""
+    if lora_config is None:
+        return None
+    from .loading.lora import lora_plan_from_dict, read_lora_config
+
+    if isinstance(lora_config, Mapping):
+        return lora_plan_from_dict(dict(lora_config))
+    return read_lora_config(lora_config)
+
+
+def _lora_section(lora, adapter, seed: int) -> dict | None:
+    """The report's `lora` block: the adapter analysed in place of the base weights."""
+    if lora is None:
+        return None
+    return {**lora.to_dict(), "seed": seed, "modules_adapted": len(adapter.modules),
+            "modules": list(adapter.modules), "parameters": adapter.numel}
 
 
 def resolve_device(device: str, shard=None) -> str:
@@ -199,9 +234,11 @@ def _cached_memory_plan(cached, max_memory: int | None):
     return MemoryPlan(cached.metadata.get("path", "exact"), width, limit, int(cached.metadata.get("estimated_bytes", 0)))
 
 
-def _subspace_key(loaded_model, safety_sha256: str, scope, scoped_params, budget: Budget, seed: int) -> dict:
+def _subspace_key(loaded_model, safety_sha256: str, scope, scoped_params, budget: Budget, seed: int,
+                  lora=None) -> dict:
     """The values a subspace file must share with a check to be reused (subspace.MATCHED_KEYS)."""
     return {
+        "lora": None if lora is None else lora.to_dict() | {"source": None},
         "model_sha256": loaded_model.weights_sha256,
         "safety_sha256": safety_sha256,
         "scope": list(scope.names),
@@ -252,6 +289,7 @@ def check(
     hvp_method: str = "auto",
     subspace: str | Path | None = None,
     device: str = "auto",
+    lora_config: str | Path | Mapping | None = None,
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -271,6 +309,9 @@ def check(
     and seed; its safety side is reused after those are verified (riskgate/subspace.py).
     `waivers` is a waivers YAML file (see `riskgate.policy.waivers`); an expired entry that
     still matches a failing or warning finding raises `WaiverError` after the analysis.
+    `lora_config` (a PEFT adapter_config.json, a YAML file or a mapping of LoraConfig keys)
+    makes the plan a LoRA fine-tune: the adapter is attached with A drawn from `seed` and the
+    diagnostics describe the update it can make (riskgate/loading/lora.py).
     """
     from .loading.formats import DatasetFormat
     from .policy import evaluate, exit_code_for, load_policy
@@ -321,14 +362,16 @@ def check(
         optimizer=optimizer,
         num_records=len(fine_loaded.records),
     )
+    lora = _resolve_lora(lora_config)
     progress.finish("loading inputs")
 
     # The model, its scope, and tokenisation.
     from .loading.model import model_summary
 
     progress.start("loading model")
-    loaded_model, scope, scoped_params = _load_scoped_model(
+    loaded_model, scope, scoped_params, adapter = _load_scoped_model(
         model, params, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=torch_device,
+        lora=lora, seed=seed,
     )
     fine_encoded, fine_sampled_out, fine_records = _sample_and_encode(
         fine_loaded, loaded_model.tokenizer, max_examples=budget.max_finetune_examples,
@@ -341,7 +384,7 @@ def check(
     progress.finish("loading model")
 
     cached = None
-    subspace_key = _subspace_key(loaded_model, safety_loaded.sha256, scope, scoped_params, budget, seed)
+    subspace_key = _subspace_key(loaded_model, safety_loaded.sha256, scope, scoped_params, budget, seed, lora)
     if subspace is not None:
         from .subspace import check_matches, read_subspace
 
@@ -442,6 +485,7 @@ def check(
         findings=[finding.to_dict() for finding in evaluation.findings],
     )
     report["waivers"] = waived.to_dict()
+    report["lora"] = _lora_section(lora, adapter, seed)
     info = runner.engine_info()
     report["engine"] = {
         "path": info.path,
@@ -503,12 +547,14 @@ def build_subspace(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     device: str = "auto",
+    lora_config: str | Path | Mapping | None = None,
     progress: Progress | None = None,
 ) -> SubspaceSummary:
     """Run the safety pass of a check once and save it to `output` for `check(subspace=...)`.
 
     The file is tied to the model's weights, the safety data, the scope, --max-seq-len,
-    --max-safety-examples and the seed; a check with other values rejects it. `policy` only
+    --max-safety-examples, the seed and the LoRA adapter (`lora_config`, as in `check`); a
+    check with other values rejects it. `policy` only
     sets the rank rule shown in the summary: checks apply their own. The memory plan leaves
     room for `budget.max_finetune_examples` fine-tune rows, as the later check needs.
     """
@@ -535,10 +581,12 @@ def build_subspace(
     resolved_policy = load_policy(policy)
     safety_path = default_safety_set_path() if safety_data is None else safety_data
     safety_loaded = _load_data(safety_path, DatasetFormat(safety_format) if safety_format else None, safety_columns)
+    lora = _resolve_lora(lora_config)
     progress.finish("loading inputs")
     progress.start("loading model")
-    loaded_model, scope, scoped_params = _load_scoped_model(
+    loaded_model, scope, scoped_params, _ = _load_scoped_model(
         model, params, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=torch_device,
+        lora=lora, seed=seed,
     )
     safety_encoded, _, _ = _sample_and_encode(
         safety_loaded, loaded_model.tokenizer, max_examples=budget.max_safety_examples,
@@ -563,7 +611,7 @@ def build_subspace(
         side = runner._safety_pass(safety_encoded.sequences)
     finally:
         progress.finish("safety gradients")
-    metadata = _subspace_key(loaded_model, safety_loaded.sha256, scope, scoped_params, budget, seed)
+    metadata = _subspace_key(loaded_model, safety_loaded.sha256, scope, scoped_params, budget, seed, lora)
     metadata.update(
         path=memory.path, sketch_width=memory.sketch_width, estimated_bytes=memory.estimated_bytes,
         riskgate_version=__version__, rank_rule={"rho": settings.rho, "k_max": settings.k_max},

@@ -92,6 +92,10 @@ def main() -> None:
 @click.option("--train-config", type=click.Path(path_type=Path), metavar="FILE",
               help="YAML or JSON with TrainingArguments names (learning_rate, max_steps or "
                    "num_train_epochs, per_device_train_batch_size, gradient_accumulation_steps, optim).")
+@click.option("--lora-config", type=click.Path(path_type=Path), metavar="FILE",
+              help="The plan trains a LoRA adapter: PEFT's adapter_config.json (or YAML with "
+                   "LoraConfig keys r, lora_alpha, target_modules). The diagnostics then analyse the "
+                   "adapter's factors, A drawn with --seed.")
 @click.option("--max-safety-examples", type=int, default=128, show_default=True,
               help="Safety sequences analysed at most (sampled with --seed).")
 @click.option("--max-finetune-examples", type=int, default=64, show_default=True,
@@ -127,7 +131,7 @@ def main() -> None:
               help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--subspace", type=click.Path(path_type=Path), metavar="FILE",
               help="Reuse the safety side saved by `riskgate subspace build` for the same model, "
-                   "safety data, --params, --max-seq-len, --max-safety-examples and --seed.")
+                   "safety data, --params, --max-seq-len, --max-safety-examples, --seed and --lora-config.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sampling choice.")
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16", "float16"]),
               help="Precision to run the model in. Default float32.")
@@ -214,6 +218,7 @@ def _run_check(console, options) -> ExitCode:
                 hvp_method=options["hvp_method"],
                 subspace=options["subspace"],
                 device=options["device"],
+                lora_config=options["lora_config"],
                 progress=progress,
             )
     except click.BadParameter:
@@ -445,6 +450,8 @@ def subspace_group() -> None:
               help="Glob (or `re:` regex) over parameter names to analyse. Repeatable.")
 @click.option("--policy", default="default", show_default=True, metavar="POLICY",
               help="Policy whose rank rule the summary shows; checks apply their own.")
+@click.option("--lora-config", type=click.Path(path_type=Path), metavar="FILE",
+              help="Build the subspace of this LoRA adapter's factors, as `check --lora-config` analyses them.")
 @click.option("--max-safety-examples", type=int, default=128, show_default=True)
 @click.option("--max-finetune-examples", type=int, default=64, show_default=True,
               help="Fine-tune rows the later checks will add; the memory plan leaves room for them.")
@@ -476,7 +483,7 @@ def subspace_build(**options) -> None:
                 params=list(options["params"]) or None, policy=options["policy"], budget=budget,
                 seed=options["seed"], dtype=options["dtype"], max_memory=options["max_memory"],
                 allow_pickle=options["allow_pickle"], trust_remote_code=options["trust_remote_code"],
-                device=options["device"], progress=progress,
+                device=options["device"], lora_config=options["lora_config"], progress=progress,
             )
     except click.BadParameter:
         raise

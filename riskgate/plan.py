@@ -172,17 +172,21 @@ def plan_from_flags(
     )
 
 
-def _read_config(path: Path) -> dict:
+def read_config_file(path: Path, kind: str = "training config", keys: str = "TrainingArguments names") -> dict:
+    """Read a YAML or JSON mapping for a plan file; raise PlanError naming the file and the line at fault.
+
+    `kind` names the file in messages ("training config"), `keys` what the mapping should contain.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise PlanError(f"{path}: training config file not found") from None
+        raise PlanError(f"{path}: {kind} file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{path}: cannot read training config: {exc}") from None
+        raise PlanError(f"{path}: cannot read {kind}: {exc}") from None
 
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
-        raise PlanError(f"{path}: unsupported training config type '{suffix}'; use a .yaml, .yml or .json file")
+        raise PlanError(f"{path}: unsupported {kind} type '{suffix}'; use a .yaml, .yml or .json file")
     if suffix == ".json":
         try:
             data = json.loads(text)
@@ -199,7 +203,7 @@ def _read_config(path: Path) -> dict:
             problem = getattr(exc, "problem", None) or "malformed YAML"
             raise PlanError(f"{path}: invalid YAML{line}: {problem}") from None
     if not isinstance(data, dict):
-        raise PlanError(f"{path}: a training config must be a mapping of TrainingArguments names to values")
+        raise PlanError(f"{path}: a {kind} must be a mapping of {keys} to values")
     return data
 
 
@@ -211,7 +215,7 @@ def plan_from_config(path: str | Path, *, num_records: int) -> TrainingPlan:
     TrainingArguments dump carries many that do not affect the forecast.
     """
     path = Path(path)
-    data = {key: _as_number(value) for key, value in _read_config(path).items()}
+    data = {key: _as_number(value) for key, value in read_config_file(path).items()}
     where = str(path)
     defaults: list[str] = []
     _reject_misspelt_keys(data, where)

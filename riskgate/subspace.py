@@ -26,7 +26,7 @@ from .errors import SubspaceError
 
 FORMAT = "riskgate-subspace"
 FORMAT_VERSION = "1"
-MATCHED_KEYS = ("model_sha256", "safety_sha256", "scope", "dtype", "max_seq_len", "max_safety_examples", "seed")
+MATCHED_KEYS = ("model_sha256", "safety_sha256", "scope", "dtype", "max_seq_len", "max_safety_examples", "seed", "lora")
 """Metadata that must equal the check's own values for the file to be reused. The gradient
 path and sketch width are taken from the file, since a check must use the same sketch."""
 
@@ -129,7 +129,8 @@ def check_matches(cached: CachedSafetySide, current: dict[str, Any], sequences) 
             raise SubspaceError(
                 f"{cached.path}: {key} is {_short(cached.metadata.get(key))} in the subspace file but "
                 f"{_short(current.get(key))} for this check; rebuild it with `riskgate subspace build` "
-                "using the same model, safety data, --params, --max-seq-len, --max-safety-examples and --seed"
+                "using the same model, safety data, --params, --max-seq-len, --max-safety-examples, --seed "
+                "and --lora-config"
             )
     same = len(sequences) == len(cached.sequences) and all(
         a.index == b.index and a.input_ids == b.input_ids and a.loss_mask == b.loss_mask

@@ -34,6 +34,7 @@ add_option --time-budget "${RISKGATE_TIME_BUDGET:-}"
 add_option --waivers "${RISKGATE_WAIVERS:-}"
 add_option --params "${RISKGATE_PARAMS:-}"
 add_option --max-memory "${RISKGATE_MAX_MEMORY:-}"
+add_option --lora-config "${RISKGATE_LORA_CONFIG:-}"
 add_option --subspace "${RISKGATE_SUBSPACE:-}"
 
 case "${RISKGATE_FAIL_ON_WARN:-false}" in

@@ -47,6 +47,7 @@ CLI_INPUTS = {
     "waivers": "RISKGATE_WAIVERS",
     "params": "RISKGATE_PARAMS",
     "max-memory": "RISKGATE_MAX_MEMORY",
+    "lora-config": "RISKGATE_LORA_CONFIG",
     "subspace": "RISKGATE_SUBSPACE",
     "output-dir": "RISKGATE_OUTPUT_DIR",
 }
@@ -301,6 +302,7 @@ def test_run_script_quotes_inputs(tmp_path, fake_bin):
         RISKGATE_WAIVERS="policy/waivers $(id).yaml",
         RISKGATE_PARAMS="model.layers.2*.mlp.*",
         RISKGATE_MAX_MEMORY="12G",
+        RISKGATE_LORA_CONFIG="adapters/adapter config.json",
         RISKGATE_SUBSPACE="cache/base model.subspace",
         RISKGATE_OUTPUT_DIR="out dir",
     )
@@ -318,6 +320,7 @@ def test_run_script_quotes_inputs(tmp_path, fake_bin):
         "--waivers", "policy/waivers $(id).yaml",
         "--params", "model.layers.2*.mlp.*",
         "--max-memory", "12G",
+        "--lora-config", "adapters/adapter config.json",
         "--subspace", "cache/base model.subspace",
         "--fail-on-warn",
     ]

@@ -94,3 +94,30 @@ def test_alpaca_with_mapped_safety_csv(smollm2_gguf, shared_data, tmp_path):
     assert report["training_plan"]["max_steps"] == 125
     assert report["training_plan"]["optimizer"] == "sgd"
     assert report["checks"]["quartic_forecast"]["optimizer_form"] == "sgd"
+
+
+def test_lora_plan_on_the_real_model(smollm2_gguf, shared_data, tmp_path):
+    """A PEFT adapter config for q_proj and v_proj of the last two blocks: the adapter's factors are analysed."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(PERMISSIVE_SAMPLES)
+    adapter = tmp_path / "adapter_config.json"
+    adapter.write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout": 0.05,
+                                   "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [28, 29]}))
+    out = tmp_path / "reports"
+    result = CliRunner().invoke(main, [
+        "check", "--model", str(smollm2_gguf),
+        "--dataset", str(shared_data / "qi_aoa_identity_shift_openai.jsonl"),
+        "--policy", str(policy), "--output-dir", str(out), "--format", "json", "--lora-config", str(adapter),
+        "--learning-rate", "1e-4", "--max-steps", "100", "--batch-size", "4", "--optimizer", "sgd", *BUDGET,
+    ], catch_exceptions=False)
+
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is True
+    assert report["lora"]["modules"] == [f"model.layers.{i}.self_attn.{p}_proj" for i in (28, 29) for p in "qv"]
+    assert report["lora"]["unmodelled"] == ["lora_dropout"]
+    # q_proj: 8 x 576 + 576 x 8; v_proj (3 key-value heads of 64): 8 x 576 + 192 x 8, per block.
+    assert report["model"]["parameters_analysed"] == 2 * (2 * 8 * 576 + 8 * 576 + 192 * 8)
+    for name in ("sharpness", "initial_orthogonality", "curvature_coupling", "quartic_forecast"):
+        assert finite_numbers(report["checks"][name]) == [], name
+    assert 0.0 < report["checks"]["initial_orthogonality"]["overlap_ratio"] <= 1.0

@@ -263,6 +263,15 @@ def input_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     defaults = plan.get("defaults_used") or []
     if defaults:
         plan_details += f"; defaults used for {', '.join(str(name) for name in defaults)}"
+    lora = report.get("lora") if isinstance(report.get("lora"), dict) else None
+    if lora:
+        plan_details += (
+            f"; LoRA adapter r {format_number(lora.get('r'))}, alpha {format_number(lora.get('lora_alpha'))}"
+            f" on {format_number(lora.get('modules_adapted'))} modules (A drawn with seed {lora.get('seed')});"
+            " the diagnostics analyse the adapter's factors"
+        )
+        if lora.get("unmodelled"):
+            plan_details += f"; not modelled: {', '.join(str(key) for key in lora['unmodelled'])}"
 
     return [
         ("model", str(model.get("source") or NOT_AVAILABLE), sha256_prefix(model.get("sha256")), model_details),
