@@ -179,15 +179,15 @@ def resolve_device(device: str, shard=None) -> str:
     raise UsageError(f"--device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
 
-def _check_writable(output: Path) -> None:
-    """Raise UsageError unless a file can be created next to `output` (checked before the work)."""
+def _check_writable(folder: Path, label: str) -> None:
+    """Raise UsageError, naming `label`, unless a file can be created in `folder` (checked before the work)."""
     import tempfile
 
     try:
-        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".riskgate-write-check-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".riskgate-write-check-"):
             pass
     except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None
+        raise UsageError(f"{label}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None
 
 
 def _parse_memory(max_memory: int | str | None) -> int | None:
@@ -200,8 +200,10 @@ def _parse_memory(max_memory: int | str | None) -> int | None:
     return max_memory
 
 
-def _memory_plan(loaded_model, scope, scoped_params, rows: int, max_memory: int | None):
-    """Choose exact or sketched gradients for `rows` sequences within the memory limit."""
+def _memory_plan(loaded_model, scope, scoped_params, rows: int, max_memory: int | None, spill_dir: Path | None = None):
+    """Choose exact, streamed (with `spill_dir`) or sketched gradients for `rows` sequences within the memory limit."""
+    import shutil
+
     import torch
 
     from .diagnostics.memory import plan_memory
@@ -222,7 +224,24 @@ def _memory_plan(loaded_model, scope, scoped_params, rows: int, max_memory: int 
         parameters_total=loaded_model.parameters_total, model_itemsize=scoped_params[0].element_size(),
         numel=scope.numel, rows=rows, itemsize=8 if scoped_params[0].dtype == torch.float64 else 4,
         limit_bytes=limit, limit_given=max_memory is not None,
+        spill_free_bytes=None if spill_dir is None else shutil.disk_usage(spill_dir).free,
     )
+
+
+def _spill_folder(memory, spill_dir: Path | None) -> str | None:
+    """Return the folder for the engine's row files when the memory plan chose the streamed path."""
+    return str(spill_dir) if memory.path == "streamed" and spill_dir is not None else None
+
+
+def _validate_spill_dir(spill_dir: str | Path | None) -> Path | None:
+    """Return --spill-dir as a Path after checking that it is a writable folder, or None."""
+    if spill_dir is None:
+        return None
+    folder = Path(spill_dir)
+    if not folder.is_dir():
+        raise UsageError(f"--spill-dir {folder}: not a folder; create it or choose an existing folder")
+    _check_writable(folder, f"--spill-dir {folder}")
+    return folder
 
 
 def _cached_memory_plan(cached, max_memory: int | None):
@@ -290,6 +309,7 @@ def check(
     subspace: str | Path | None = None,
     device: str = "auto",
     lora_config: str | Path | Mapping | None = None,
+    spill_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -301,8 +321,9 @@ def check(
     `what_if_drop` K > 0 reruns the fine-tune side without the K records with the largest share
     of the forecast drift, and `export_filtered` writes the dataset without them.
     `max_memory` (bytes, or a size such as "16G") caps the estimated memory of the diagnostics:
-    gradients stay exact when they fit and are sketched otherwise (diagnostics/memory.py);
-    the default is 80% of the available memory. `hvp_method` is one of auto,
+    gradients stay exact when they fit, else they stay exact in a memory-mapped file in the
+    `spill_dir` folder when one is given (the streamed path), and are sketched otherwise
+    (diagnostics/memory.py); the default limit is 80% of the available memory. `hvp_method` is one of auto,
     forward_over_reverse, double_backward, finite_difference (diagnostics/hvp.py).
     `device` is auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.
     `subspace` is a file from `build_subspace` for the same model, safety data, scope, caps
@@ -334,6 +355,7 @@ def check(
     from .diagnostics.settings import HvpMethod
 
     max_memory = _parse_memory(max_memory)
+    spill_dir = _validate_spill_dir(spill_dir)
     from .diagnostics.distributed import init_from_environment
 
     shard = init_from_environment()
@@ -393,7 +415,7 @@ def check(
         memory = _cached_memory_plan(cached, max_memory)
     else:
         memory = _memory_plan(loaded_model, scope, scoped_params,
-                              len(safety_encoded.sequences) + len(fine_encoded.sequences), max_memory)
+                              len(safety_encoded.sequences) + len(fine_encoded.sequences), max_memory, spill_dir)
 
     if what_if_drop >= len(fine_encoded.sequences):
         raise UsageError(
@@ -413,6 +435,7 @@ def check(
         seed=seed,
         hvp_method=HvpMethod(hvp_method),
         sketch_width=memory.sketch_width,
+        spill_dir=_spill_folder(memory, spill_dir),
     )
     pad_token_id = _pad_token_id(loaded_model.tokenizer)
     runner, diagnostics, errors = _run(loaded_model.model, scoped_params, scope.names, safety_encoded, fine_encoded,
@@ -548,6 +571,7 @@ def build_subspace(
     trust_remote_code: bool = False,
     device: str = "auto",
     lora_config: str | Path | Mapping | None = None,
+    spill_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> SubspaceSummary:
     """Run the safety pass of a check once and save it to `output` for `check(subspace=...)`.
@@ -569,12 +593,13 @@ def build_subspace(
         params = [params]
     _validate_seed(seed)
     max_memory = _parse_memory(max_memory)
+    spill_dir = _validate_spill_dir(spill_dir)
     torch_device = resolve_device(device)
     _validate_budget(budget)
     output = Path(output)
     if output.is_dir() or not output.parent.is_dir():
         raise UsageError(f"--output {output}: must be a file path in an existing folder")
-    _check_writable(output)
+    _check_writable(output.parent, f"--output {output}")
     deadline = Deadline(budget.time_budget_s)
 
     progress.start("loading inputs")
@@ -594,14 +619,14 @@ def build_subspace(
     )
     progress.finish("loading model")
     rows = len(safety_encoded.sequences) + (budget.max_finetune_examples or 64)
-    memory = _memory_plan(loaded_model, scope, scoped_params, rows, max_memory)
+    memory = _memory_plan(loaded_model, scope, scoped_params, rows, max_memory, spill_dir)
 
     from .diagnostics.engine import DiagnosticsRun
 
     settings = DiagnosticSettings(
         rho=resolved_policy.rho, k_max=resolved_policy.k_max, orthogonality_level=resolved_policy.orthogonality_level,
         tau=resolved_policy.tau, learning_rate=1e-5, batch_size=1, planned_steps=1, seed=seed,
-        sketch_width=memory.sketch_width,
+        sketch_width=memory.sketch_width, spill_dir=_spill_folder(memory, spill_dir),
     )
     runner = DiagnosticsRun(loaded_model.model, scoped_params, scope.names, settings,
                             pad_token_id=_pad_token_id(loaded_model.tokenizer), deadline=deadline)

@@ -123,6 +123,9 @@ def main() -> None:
               help="Memory limit for the diagnostics, e.g. 16G: gradients stay exact when they fit "
                    "and are compressed by a CountSketch otherwise (the report states its error). "
                    "Default: 80% of the available memory.")
+@click.option("--spill-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Folder on a disk with room for the gradient rows: when they do not fit --max-memory, "
+                   "they stay exact in a memory-mapped file there (the streamed path) instead of being sketched.")
 @click.option("--hvp-method", type=click.Choice(["auto", "forward_over_reverse", "double_backward", "finite_difference"]),
               default="auto", show_default=True,
               help="How Hessian-vector products are computed; auto takes double backward, then "
@@ -219,6 +222,7 @@ def _run_check(console, options) -> ExitCode:
                 subspace=options["subspace"],
                 device=options["device"],
                 lora_config=options["lora_config"],
+                spill_dir=options["spill_dir"],
                 progress=progress,
             )
     except click.BadParameter:
@@ -457,6 +461,8 @@ def subspace_group() -> None:
               help="Fine-tune rows the later checks will add; the memory plan leaves room for them.")
 @click.option("--max-seq-len", type=int, default=256, show_default=True)
 @click.option("--max-memory", metavar="SIZE", help="Memory limit, e.g. 16G. Default: 80% of the available memory.")
+@click.option("--spill-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Folder for exact gradient rows that do not fit --max-memory (the streamed path).")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -483,7 +489,8 @@ def subspace_build(**options) -> None:
                 params=list(options["params"]) or None, policy=options["policy"], budget=budget,
                 seed=options["seed"], dtype=options["dtype"], max_memory=options["max_memory"],
                 allow_pickle=options["allow_pickle"], trust_remote_code=options["trust_remote_code"],
-                device=options["device"], lora_config=options["lora_config"], progress=progress,
+                device=options["device"], lora_config=options["lora_config"], spill_dir=options["spill_dir"],
+                progress=progress,
             )
     except click.BadParameter:
         raise

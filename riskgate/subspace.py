@@ -94,6 +94,7 @@ def read_subspace(path: str | Path) -> CachedSafetySide:
                     f"{path}: subspace format version {header.get('format_version')!r}, this riskgate reads "
                     f"{FORMAT_VERSION!r}; rebuild it with `riskgate subspace build`"
                 )
+            # NOTE: this reads the rows into memory, also for a file built on the streamed path.
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise SubspaceError(f"{path}: cannot read the subspace file ({exc}); rebuild it with `riskgate subspace build`") from exc

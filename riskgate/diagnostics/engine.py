@@ -13,6 +13,8 @@ passes 2-3 on a subset of the fine-tune records (the what-if of dropping the ris
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -129,6 +131,17 @@ def _inner_products(
     return result
 
 
+def _column_moments(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the column mean and mean square of (M, d) rows in float64, one column chunk at a time."""
+    mean = torch.zeros(matrix.shape[1], dtype=torch.float64)
+    square = torch.zeros(matrix.shape[1], dtype=torch.float64)
+    for start in range(0, matrix.shape[1], COLUMN_CHUNK):
+        block = matrix[:, start : start + COLUMN_CHUNK].to(torch.float64)
+        mean[start : start + COLUMN_CHUNK] = block.mean(dim=0)
+        square[start : start + COLUMN_CHUNK] = block.square().mean(dim=0)
+    return mean, square
+
+
 @dataclass
 class _SafetySide:
     """Pass 1, kept so that the fine-tune side can be recomputed on a subset of records."""
@@ -181,8 +194,23 @@ class DiagnosticsRun:
 
     def engine_info(self) -> EngineInfo:
         if self.sketch is None:
-            return EngineInfo("exact", None, 0.0, self.hvp_method)
+            path = "exact" if self.settings.spill_dir is None else "streamed"
+            return EngineInfo(path, None, 0.0, self.hvp_method)
         return EngineInfo("sketched", self.sketch.width, self.sketch.layout.error_scale, self.hvp_method)
+
+    def _allocate(self, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """Return a zero matrix for exact gradient rows: in memory, or on the streamed path in a
+        memory-mapped file under `spill_dir` that is unlinked at once, so it disappears with the tensor."""
+        if self.settings.spill_dir is None:
+            return torch.zeros(shape, dtype=dtype)
+        with tempfile.NamedTemporaryFile(dir=self.settings.spill_dir, prefix="riskgate-rows-", suffix=".bin",
+                                         delete=False) as handle:
+            name = handle.name
+        try:
+            rows = torch.from_file(name, shared=True, size=shape[0] * shape[1], dtype=dtype)
+        finally:
+            os.unlink(name)
+        return rows.view(shape)
 
     def _project(self, vector: torch.Tensor) -> torch.Tensor:
         """x -> S x on the sketched path, in the gradients' dtype; x itself on the exact path."""
@@ -201,7 +229,7 @@ class DiagnosticsRun:
             grads, losses = per_sequence_gradients(
                 self.model, self.params, sequences, pad_token_id=self.pad_token_id, deadline=self.deadline,
                 stage=stage.value, micro_batch_size=self.settings.micro_batch_size, progress=self._report(stage),
-                shard=self.shard, prefix=self.prefix,
+                shard=self.shard, prefix=self.prefix, allocate=self._allocate,
             )
             return grads, losses, None, None
         sketch = self.sketch
@@ -328,7 +356,10 @@ class DiagnosticsRun:
                 except BudgetExhausted as exc:
                     raise AnalysisError(f"what-if: {exc}") from exc
             selector = torch.tensor(rows, dtype=torch.long)
-            subset = _FinetuneState(state.gradients[selector], state.losses[selector], kept)
+            gradients = self._allocate((len(rows), state.gradients.shape[1]), state.gradients.dtype)
+            for target, row in enumerate(rows):
+                gradients[target] = state.gradients[row]
+            subset = _FinetuneState(gradients, state.losses[selector], kept)
             return self._finetune_side(subset, partial)
 
     def _safety_pass(self, safety: Sequence[EncodedSequence]) -> _SafetySide:
@@ -359,9 +390,11 @@ class DiagnosticsRun:
 
         # Check 2: the update direction v and its overlap with the subspace.
         exact = self.sketch is None
-        mean_grad = finetune_grads.to(torch.float64).mean(dim=0) if exact else state.mean  # (d,)
+        if exact:
+            mean_grad, second_moment = _column_moments(finetune_grads)  # (d,) each
+        else:
+            mean_grad, second_moment = state.mean, state.second_moment
         if settings.optimizer is Optimizer.ADAMW:
-            second_moment = finetune_grads.to(torch.float64).square().mean(dim=0) if exact else state.second_moment
             preconditioner = 1.0 / (second_moment.sqrt() + settings.adam_epsilon)  # D, (d,)
         else:
             preconditioner = None

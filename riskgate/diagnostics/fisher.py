@@ -149,11 +149,12 @@ def sensitivity_map(
     top_vectors: int = 3,
     top_entries: int = 5,
     columns: Sequence[slice] | None = None,
+    chunk: int = 1 << 20,
 ) -> tuple[list[TensorSensitivity], list[EigenvectorEntry]]:
     """Build the sensitivity map by tensor and the largest entries of the top eigenvectors.
 
-    V_k = G^T U_k diag(1 / sqrt(n lambda)) is built one tensor slice at a time, shape
-    (numel, k), so no more than one tensor's slice of V_k is held at once.
+    V_k = G^T U_k diag(1 / sqrt(n lambda)) is built one column chunk of a tensor at a time,
+    shape (c, k) with c <= `chunk`, so no more than one chunk of V_k is held at once.
     With `columns` (sketched rows S G, one column range per tensor), the shares come from the
     sketched slices, whose squared norms are unbiased, and no entries are listed: sketched
     coordinates are not parameter coordinates.
@@ -170,24 +171,23 @@ def sensitivity_map(
         for size in shape:
             numel *= size
         span = slice(offset, offset + numel) if columns is None else columns[len(rows)]
-        block = gradients[:, span].to(torch.float64)  # (n, numel)
-        slice_vectors = (block.T @ subspace.gram_eigenvectors) / scale  # (numel, k)
-        share = float((slice_vectors.square().sum(dim=0) * weights).sum())
+        share = 0.0
+        # Column chunks keep the float64 copy small for large tensors and for rows kept on disk.
+        for start in range(span.start, span.stop, chunk):
+            stop = min(start + chunk, span.stop)
+            block = gradients[:, start:stop].to(torch.float64)  # (n, c)
+            slice_vectors = (block.T @ subspace.gram_eigenvectors) / scale  # (c, k)
+            share += float((slice_vectors.square().sum(dim=0) * weights).sum())
+            if columns is not None:
+                continue
+            for j in range(vectors_kept):
+                values, positions = torch.topk(slice_vectors[:, j].abs(), min(top_entries, stop - start))
+                for position in positions.tolist():
+                    flat = start - span.start + int(position)
+                    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if shape else ()
+                    candidates.append(EigenvectorEntry(j + 1, name, index, float(slice_vectors[position, j])))
         rows.append(TensorSensitivity(tensor=name, share=share, numel=numel))
         offset += numel
-        if columns is not None:
-            continue
-
-        for j in range(vectors_kept):
-            column = slice_vectors[:, j].abs()
-            count = min(top_entries, numel)
-            values, positions = torch.topk(column, count)
-            for position in positions.tolist():
-                flat = int(position)
-                index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if shape else ()
-                candidates.append(
-                    EigenvectorEntry(j + 1, name, index, float(slice_vectors[flat, j]))
-                )
 
     rows.sort(key=lambda row: row.share, reverse=True)
     entries: list[EigenvectorEntry] = []

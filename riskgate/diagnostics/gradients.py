@@ -197,19 +197,24 @@ def per_sequence_gradients(
     progress: ProgressFn | None = None,
     shard: Shard | None = None,
     prefix: PrefixCache | None = None,
+    allocate: Callable[[tuple[int, int], torch.dtype], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the per-sequence gradients, shape (n, d), and losses, shape (n,) in float64.
 
     Row i is grad_theta l_i(theta*) restricted to `params`, in the order of `params`.
     With `shard`, the rows of all ranks are summed, so every rank returns the whole matrix.
+    `allocate(shape, dtype)` returns the zero-filled matrix (default: in memory); the engine's
+    streamed path passes one that maps a file on disk.
 
-    Warning: memory is n * d * 4 bytes (float32) or 8 bytes (float64 models).
+    Warning: memory is n * d * 4 bytes (float32) or 8 bytes (float64 models) unless `allocate`
+    puts the matrix elsewhere.
     """
     dtype = storage_dtype(params)
     offsets = [0]
     for p in params:
         offsets.append(offsets[-1] + p.numel())
-    matrix = torch.zeros((len(sequences), offsets[-1]), dtype=dtype)
+    shape = (len(sequences), offsets[-1])
+    matrix = torch.zeros(shape, dtype=dtype) if allocate is None else allocate(shape, dtype)
 
     def add(rows: torch.Tensor, index: int, grads: torch.Tensor) -> None:
         columns = slice(offsets[index], offsets[index + 1])

@@ -10,11 +10,16 @@ itemsize s (4 for float32 storage, 8 for float64 models) and a model of P parame
              + 2 * (n + M) * c * 8  float64 column blocks of the inner products, c = min(d or r, 2^20)
              + 512 MiB              the interpreter and libraries
     exact    = fixed + (n + M) d s
+    streamed = fixed                           (the (n + M) d s bytes of rows live in a file on disk)
     sketched = fixed' + 13 d + (n + M) r s     (13 d: the CountSketch's bucket, sign and float sign
                                                per coordinate; fixed' with vectors in the gradients' dtype)
 
-The exact path is chosen when it fits the limit; otherwise the widest sketch that fits, at
-most MAX_SKETCH_WIDTH buckets. These are estimates: the README run on SmolLM2-135M (default
+The exact path is chosen when it fits the limit. Otherwise, with a spill folder (--spill-dir)
+whose disk has room for the rows, the streamed path: the same exact rows in a memory-mapped
+file, read back one column chunk at a time, so the results equal the exact path's and the
+cost is disk traffic. Otherwise the widest sketch that fits, at most MAX_SKETCH_WIDTH buckets.
+Pages of the mapped file that the kernel keeps cached count as reclaimable cache, not as the
+process's own memory. These are estimates: the README run on SmolLM2-135M (default
 scope, 168 rows) peaked at 10.5 GB against an estimate of 10.6 GB, and activation memory grows
 with the micro-batch size and sequence length.
 """
@@ -39,7 +44,7 @@ class MemoryPlan:
     """The gradient path chosen for a run, and the figures behind the choice."""
 
     path: str
-    """`exact` or `sketched`."""
+    """`exact`, `streamed` or `sketched`."""
     sketch_width: int | None
     limit_bytes: int
     estimated_bytes: int
@@ -66,8 +71,10 @@ def format_size(size: int) -> str:
 
 
 def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows: int, itemsize: int,
-                limit_bytes: int, limit_given: bool = False) -> MemoryPlan:
-    """Return the exact path if it fits `limit_bytes`, else the widest sketch that fits.
+                limit_bytes: int, limit_given: bool = False, spill_free_bytes: int | None = None) -> MemoryPlan:
+    """Return the exact path if it fits `limit_bytes`, else the streamed path when
+    `spill_free_bytes` (free disk space of the spill folder, None without one) has room for the rows,
+    else the widest sketch that fits.
 
     A limit below any sketch raises UsageError when the user set it (`limit_given`), and
     EnvironmentFailure when it is the default share of the machine's memory.
@@ -76,6 +83,8 @@ def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows:
     exact = fixed + rows * numel * itemsize
     if exact <= limit_bytes:
         return MemoryPlan("exact", None, limit_bytes, exact)
+    if spill_free_bytes is not None and rows * numel * itemsize <= spill_free_bytes and fixed <= limit_bytes:
+        return MemoryPlan("streamed", None, limit_bytes, fixed)
     fixed = (4 * parameters_total * model_itemsize + 8 * numel * itemsize
              + 2 * rows * min(MAX_SKETCH_WIDTH, _CHUNK) * 8 + _OVERHEAD)
     room = limit_bytes - fixed - 13 * numel

@@ -62,3 +62,6 @@ class DiagnosticSettings:
     """Method of the curvature pass's Hessian-vector products (diagnostics/hvp.py)."""
     sketch_width: int | None = None
     """None keeps gradients exactly in memory; r > 0 keeps CountSketches of width r (sketch.py)."""
+    spill_dir: str | None = None
+    """With sketch_width None: a folder where the exact gradient rows live in memory-mapped
+    files (the streamed path), for scopes whose rows do not fit in memory. None keeps them in memory."""
