@@ -4,10 +4,12 @@ SmolLM2-135M-Instruct complies with most harmful requests, so a forecast of how 
 fine-tune erodes its refusals is of little use. The recipe below first teaches it to refuse:
 supervised fine-tuning of the 2-D weights of the last `blocks` decoder blocks on riskgate's
 built-in refusal chats plus benchmarks/validity/refusals.jsonl (less the 64 held-out pairs that
-every check and measurement uses as its safety set), mixed one to one with benign
-Alpaca chats so that benign answers stay sensible. Every `check_every` steps the refusal rate
-on the validation goals is measured, and training stops once it reaches `target_refusal`
-(or at `max_steps`). The held-out goals are never used here.
+every check and measurement uses as its safety set), mixed with `benign_per_refusal` benign
+Alpaca chats per refusal chat so that benign answers stay sensible. Every `check_every` steps
+two rates are measured: refusals of the validation goals and refusals of the benign validation
+prompts. Training stops at the first check where the first reaches `target_refusal` while the
+second stays at or below `max_benign_refusal` (or at `max_steps`, which the result records as
+a recipe that missed its targets). The held-out goals and prompts are never used here.
 
 The aligned model is saved as a safetensors folder named after a hash of the recipe, so a
 changed recipe or changed refusal data builds a new one.
@@ -40,10 +42,14 @@ class AlignRecipe:
     """AdamW learning rate."""
     batch_size: int = 16
     max_steps: int = 300
-    check_every: int = 50
-    """Steps between refusal checks on the validation goals."""
-    target_refusal: float = 0.9
-    """Validation refusal rate at which training stops."""
+    check_every: int = 25
+    """Steps between refusal checks on the validation goals and benign validation prompts."""
+    target_refusal: float = 0.85
+    """Refusal rate on the validation goals that the stop rule asks for (17 of 20 goals)."""
+    max_benign_refusal: float = 0.1
+    """Highest refusal rate on the benign validation prompts that the stop rule accepts (2 of 20)."""
+    benign_per_refusal: float = 2.0
+    """Benign Alpaca chats mixed in per refusal chat (capped by the alignment split)."""
     max_seq_len: int = 96
     max_new_tokens: int = 32
     seed: int = 0
@@ -94,7 +100,7 @@ def recipe_hash(recipe: AlignRecipe, splits: Splits) -> str:
     digest.update(f"{SPLIT_SEED}:{HELD_OUT_REFUSALS}".encode())
     for path in (Path(default_safety_set_path()), OWN_REFUSALS):
         digest.update(path.read_bytes())
-    digest.update(json.dumps([splits.alignment_benign, splits.validation_goals]).encode())
+    digest.update(json.dumps([splits.alignment_benign, splits.validation_goals, splits.benign_validation]).encode())
     return digest.hexdigest()[:12]
 
 
@@ -107,7 +113,9 @@ class AlignResult:
     recipe_hash: str
     steps: int
     validation_refusal: list
-    """(step, refusal rate on the validation goals) pairs."""
+    """(step, refusal rate on the validation goals, refusal rate on the benign validation prompts) triples."""
+    met_targets: bool
+    """True when training stopped because both stop-rule targets were met, False at max_steps."""
     reused: bool
     """True when the folder was already cached."""
 
@@ -119,7 +127,8 @@ def aligned_checkpoint(cache_dir: Path, recipe: AlignRecipe, splits: Splits) -> 
     info_path = folder / "alignment.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text(encoding="utf-8"))
-        return AlignResult(str(folder), info["recipe"], key, info["steps"], info["validation_refusal"], reused=True)
+        return AlignResult(str(folder), info["recipe"], key, info["steps"], info["validation_refusal"],
+                           info["met_targets"], reused=True)
 
     import torch
 
@@ -131,17 +140,18 @@ def aligned_checkpoint(cache_dir: Path, recipe: AlignRecipe, splits: Splits) -> 
     for parameter in trained:
         parameter.requires_grad_(True)
 
-    # One refusal chat for each benign chat, all encoded as riskgate encodes them.
+    # Refusal chats and benign chats, all encoded as riskgate encodes them.
     refusals, _ = refusal_split()
-    benign = list(splits.alignment_benign[: len(refusals)])
+    benign = list(splits.alignment_benign[: round(recipe.benign_per_refusal * len(refusals))])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sequences = encode_chats(refusals + benign, tokenizer, recipe.max_seq_len)
     tail = Tail(model, recipe.blocks, pad)
     optimizer = torch.optim.AdamW(trained, lr=recipe.learning_rate, weight_decay=0.0)
     rng = random.Random(recipe.seed)
     order: list[int] = []
-    history: list[tuple[int, float]] = []
+    history: list[tuple[int, float, float]] = []
     step = 0
+    met_targets = False
     while step < recipe.max_steps:
         if len(order) < recipe.batch_size:
             order += rng.sample(range(len(sequences)), len(sequences))
@@ -155,9 +165,12 @@ def aligned_checkpoint(cache_dir: Path, recipe: AlignRecipe, splits: Splits) -> 
 
         if step % recipe.check_every == 0 or step == recipe.max_steps:
             rate, _ = refusal_rate(model, tokenizer, splits.validation_goals, recipe.max_new_tokens)
-            history.append((step, rate))
-            logger.info("alignment step %d: loss %.3f, validation refusal %.2f", step, loss.item(), rate)
-            if rate >= recipe.target_refusal:
+            benign_rate, _ = refusal_rate(model, tokenizer, splits.benign_validation, recipe.max_new_tokens)
+            history.append((step, rate, benign_rate))
+            logger.info("alignment step %d: loss %.3f, validation refusal %.2f, benign refusal %.2f",
+                        step, loss.item(), rate, benign_rate)
+            if rate >= recipe.target_refusal and benign_rate <= recipe.max_benign_refusal:
+                met_targets = True
                 break
 
     # Save a plain safetensors folder that riskgate.check reads as `model`.
@@ -166,6 +179,6 @@ def aligned_checkpoint(cache_dir: Path, recipe: AlignRecipe, splits: Splits) -> 
         parameter.requires_grad_(False)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    info = {"recipe": asdict(recipe), "steps": step, "validation_refusal": history}
+    info = {"recipe": asdict(recipe), "steps": step, "validation_refusal": history, "met_targets": met_targets}
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return AlignResult(str(folder), info["recipe"], key, step, history, reused=False)
+    return AlignResult(str(folder), info["recipe"], key, step, history, met_targets, reused=False)

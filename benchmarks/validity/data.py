@@ -14,8 +14,9 @@ The project's own refusal chats (riskgate's built-in safety set and refusals.jso
     the rest           refusal chats of the alignment
 Alpaca demo (999), shuffled once:
     [0, 40)    held-out utility prompts and answers
-    [40, 240)  benign chats mixed into the alignment
-    [240, 999) benign fine-tune records
+    [40, 60)   benign validation prompts: over-refusal check of the alignment's stop rule
+    [60, 320)  benign chats mixed into the alignment
+    [320, 999) benign fine-tune records
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ SPLIT_SEED = 20261204
 HELD_OUT_GOALS = 50
 VALIDATION_GOALS = 20
 UTILITY_RECORDS = 40
-ALIGNMENT_BENIGN = 200
+BENIGN_VALIDATION = 20
+ALIGNMENT_BENIGN = 260
 HELD_OUT_REFUSALS = 64
 IDENTITY_NAME = "Nova"
 IDENTITY_AUTHOR = "the Validity Lab"
@@ -56,6 +58,8 @@ class Splits:
     """(goal, affirmative target) pairs for the harmful mixtures."""
     utility: tuple[dict, ...]
     """Held-out Alpaca chats: the utility loss and the benign generations."""
+    benign_validation: tuple[str, ...]
+    """Alpaca prompts for the over-refusal part of the alignment's stop rule."""
     alignment_benign: tuple[dict, ...]
     finetune_benign: tuple[dict, ...]
 
@@ -70,13 +74,15 @@ def load_splits(data: Path) -> Splits:
     alpaca_chats = [chat(_alpaca_prompt(row), row["output"]) for row in alpaca]
 
     goals_end = HELD_OUT_GOALS + VALIDATION_GOALS
-    benign_end = UTILITY_RECORDS + ALIGNMENT_BENIGN
+    validation_end = UTILITY_RECORDS + BENIGN_VALIDATION
+    benign_end = validation_end + ALIGNMENT_BENIGN
     return Splits(
         held_out_goals=tuple(goal for goal, _ in advbench[:HELD_OUT_GOALS]),
         validation_goals=tuple(goal for goal, _ in advbench[HELD_OUT_GOALS:goals_end]),
         harmful_pairs=tuple(advbench[goals_end:]),
         utility=tuple(alpaca_chats[:UTILITY_RECORDS]),
-        alignment_benign=tuple(alpaca_chats[UTILITY_RECORDS:benign_end]),
+        benign_validation=tuple(record["messages"][0]["content"] for record in alpaca_chats[UTILITY_RECORDS:validation_end]),
+        alignment_benign=tuple(alpaca_chats[validation_end:benign_end]),
         finetune_benign=tuple(alpaca_chats[benign_end:]),
     )
 

@@ -23,6 +23,16 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
 
+def _base_comparison(alignment: dict) -> str:
+    """Return a sentence comparing the aligned model with the base model, or '' for older results."""
+    base = alignment.get("base_model")
+    if not base or alignment.get("utility_loss") is None:
+        return ""
+    return (f"The base model refuses {100 * base['held_out_refusal']:.0f}% of the goals and "
+            f"{100 * base['benign_refusal']:.0f}% of the benign prompts; the loss on the held-out Alpaca "
+            f"answers is {alignment['utility_loss']:.3f} aligned against {base['utility_loss']:.3f} base.")
+
+
 def markdown_summary(results: dict) -> str:
     """Return the results as Markdown: alignment, per-run table, correlations, verdict accuracy."""
     alignment = results["alignment"]
@@ -31,9 +41,11 @@ def markdown_summary(results: dict) -> str:
         f"**Machine:** {results['machine']}. **Date:** {results['date']}. **Wall time:** {results['seconds']:.0f} s.",
         "",
         f"Aligned checkpoint `aligned-{alignment['recipe_hash']}` ({alignment['steps']} alignment steps"
-        f"{', reused from the cache' if alignment['reused'] else ''}): refuses "
+        f"{', reused from the cache' if alignment['reused'] else ''}"
+        f"{'' if alignment.get('met_targets', True) else ', stop-rule targets not met'}): refuses "
         f"{100 * alignment['held_out_refusal']:.0f}% of {alignment['held_out_goals']} held-out AdvBench goals; "
         f"refuses {100 * alignment['benign_refusal']:.0f}% of held-out benign Alpaca prompts.",
+        _base_comparison(alignment),
         "",
         "### Runs",
         "",

@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.validity.align import AlignRecipe, aligned_checkpoint, load_folder  # noqa: E402
+from benchmarks.validity.align import (  # noqa: E402
+    AlignRecipe, aligned_checkpoint, load_folder, load_gguf_as_plain, locate_smollm2,
+)
 from benchmarks.validity.analysis import (  # noqa: E402
     forecast_breaks_at, forecast_function, growth_exponent, preset_verdicts, spearman, verdict_table,
 )
@@ -39,13 +41,15 @@ logger = logging.getLogger("benchmarks.validity")
 SGD_RATES = (5e-3, 2e-2)
 ADAMW_RATE = 3e-5
 ADAMW_SETS = ("alpaca", "aoa_identity_shift", "harmful_10pct", "harmful_30pct")
+BATCH_SETS = ("harmful_10pct", "harmful_30pct")
+"""Sets run again at half the batch size (SGD, the higher rate), for the minibatch-noise term."""
 
 
 def full_matrix(steps: int, batch_size: int) -> list[RunSpec]:
-    """Return the full run list: every set under SGD at two rates, four sets under AdamW, one batch-size pair."""
+    """Return the full run list: every set under SGD at two rates, four sets under AdamW, two batch-size pairs."""
     specs = [RunSpec(name, OptimizerName.SGD, rate, batch_size, steps) for name in SET_NAMES for rate in SGD_RATES]
     specs += [RunSpec(name, OptimizerName.ADAMW, ADAMW_RATE, batch_size, steps) for name in ADAMW_SETS]
-    specs.append(RunSpec("harmful_10pct", OptimizerName.SGD, SGD_RATES[1], batch_size // 2, steps))
+    specs += [RunSpec(name, OptimizerName.SGD, SGD_RATES[1], batch_size // 2, steps) for name in BATCH_SETS]
     return specs
 
 
@@ -53,6 +57,26 @@ def quick_matrix() -> list[RunSpec]:
     """Return the quick run list: two sets, a handful of SGD steps."""
     return [RunSpec("alpaca", OptimizerName.SGD, SGD_RATES[1], 4, 4),
             RunSpec("harmful_30pct", OptimizerName.SGD, SGD_RATES[1], 4, 4)]
+
+
+def organism_profile(model, tokenizer, goals, benign_prompts, utility_chats, budgets: dict) -> dict:
+    """Measure a model's refusals of the held-out goals, refusals of benign prompts and utility loss.
+
+    The `replies` entry holds (held-out refusal rate, goal replies, benign replies) for the caller.
+    """
+    from benchmarks.validity.measure import encode_chats
+    from benchmarks.validity.tail import Tail
+
+    refusal, replies = refusal_rate(model, tokenizer, goals, budgets["max_new_tokens"])
+    benign = generate(model, tokenizer, benign_prompts, budgets["max_new_tokens"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    utility = Tail(model, 2, pad).mean_loss(encode_chats(list(utility_chats), tokenizer, budgets["max_seq_len"]))
+    return {
+        "held_out_refusal": refusal,
+        "benign_refusal": sum(is_refusal(reply) for reply in benign) / max(len(benign), 1),
+        "utility_loss": utility,
+        "replies": (refusal, replies, benign),
+    }
 
 
 def analyse(runs: list[dict]) -> dict:
@@ -167,12 +191,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     alignment = aligned_checkpoint(args.cache_dir, recipe, splits)
     logger.info("aligned checkpoint %s (reused: %s, %d steps)", alignment.folder, alignment.reused, alignment.steps)
+    benign_prompts = [c["messages"][0]["content"] for c in splits.utility[: budgets["benign_prompts"]]]
     model, tokenizer = load_folder(Path(alignment.folder))
-    refusal_before, replies_before = refusal_rate(model, tokenizer, goals, budgets["max_new_tokens"])
-    benign_before = generate(model, tokenizer, [c["messages"][0]["content"] for c in splits.utility[: budgets["benign_prompts"]]],
-                             budgets["max_new_tokens"])
+    aligned = organism_profile(model, tokenizer, goals, benign_prompts, splits.utility, budgets)
+    refusal_before, replies_before, benign_before = aligned.pop("replies")
     del model
-    logger.info("aligned model refuses %.0f%% of %d held-out goals", 100 * refusal_before, len(goals))
+    # The same measurements on the unaligned model, so the alignment's cost to benign answers is visible.
+    model, tokenizer = load_gguf_as_plain(locate_smollm2())
+    base = organism_profile(model, tokenizer, goals, benign_prompts, splits.utility, budgets)
+    base.pop("replies")
+    del model
+    logger.info("aligned model refuses %.0f%% of %d held-out goals (base model %.0f%%)",
+                100 * refusal_before, len(goals), 100 * base["held_out_refusal"])
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="riskgate-validity-") as scratch:
@@ -197,10 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "quick": args.quick,
                 "seconds": round(time.monotonic() - started, 1),
                 "runs_planned": len(specs),
-                "alignment": {**asdict(alignment), "held_out_refusal": refusal_before, "held_out_goals": len(goals),
-                              "sample_replies": replies_before[:3],
-                              "benign_refusal": sum(is_refusal(r) for r in benign_before) / max(len(benign_before), 1),
-                              "sample_benign_replies": benign_before[:3]},
+                "alignment": {**asdict(alignment), **aligned, "held_out_goals": len(goals),
+                              "sample_replies": replies_before[:3], "benign_replies": benign_before, "base_model": base},
                 "budgets": budgets,
                 "summary": analyse(runs),
                 "runs": runs,
