@@ -31,6 +31,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,17 +91,20 @@ def accuracy() -> list[dict]:
                                         batch_size=settings.batch_size).delta_u[0]),
     }
     d = theta.numel()
-    cases = [("exact", model, None, method) for method in
+    spill = tempfile.mkdtemp(prefix="riskgate-accuracy-")
+    cases = [("exact", model, None, method, None) for method in
              (HvpMethod.DOUBLE_BACKWARD, HvpMethod.FORWARD_OVER_REVERSE, HvpMethod.FINITE_DIFFERENCE)]
+    cases.append(("streamed", model, None, HvpMethod.DOUBLE_BACKWARD, spill))
     # The same weights in float32, as real checkpoints run: rounding against finite differences.
-    cases += [("exact, float32 model", single, None, method) for method in
+    cases += [("exact, float32 model", single, None, method, None) for method in
               (HvpMethod.DOUBLE_BACKWARD, HvpMethod.FINITE_DIFFERENCE)]
-    cases += [(f"sketched r={width}", model, width, HvpMethod.DOUBLE_BACKWARD) for width in (d // 4, d // 16, d // 64)]
+    cases += [(f"sketched r={width}", model, width, HvpMethod.DOUBLE_BACKWARD, None) for width in (d // 4, d // 16, d // 64)]
     rows = []
-    for label, network, width, method in cases:
+    for label, network, width, method, spill_dir in cases:
         table = dict(network.named_parameters())
         params = [table[n] for n in names]
-        run_settings = DiagnosticSettings(**{**settings.__dict__, "sketch_width": width, "hvp_method": method})
+        run_settings = DiagnosticSettings(**{**settings.__dict__, "sketch_width": width, "hvp_method": method,
+                                             "spill_dir": spill_dir})
         runner = DiagnosticsRun(network, params, names, run_settings, pad_token_id=0, deadline=Deadline(None))
         result = runner.run(safety, finetune)
         actual = {
@@ -247,7 +251,13 @@ def main() -> None:
         return
     common = ["--threads", str(args.threads), "--seq-len", str(args.seq_len), "--max-memory", args.max_memory,
               "--optimizer", args.optimizer]
-    results: dict = {"machine": machine(), "command": " ".join(sys.argv)}
+    # A part run on its own replaces only its own section of an existing results file.
+    results: dict = json.loads(args.out.read_text()) if args.out and args.out.is_file() and args.part != "all" else {}
+    if args.part == "all":
+        results.update({"machine": machine(), "command": " ".join(sys.argv)})
+    else:
+        results[f"{args.part}_run"] = {"machine": machine(), "command": " ".join(sys.argv),
+                                       "date": datetime.date.today().isoformat()}
     if args.part in ("all", "accuracy"):
         results["accuracy"] = accuracy()
     if args.part in ("all", "passes"):
