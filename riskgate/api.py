@@ -9,6 +9,7 @@ its reports.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,8 +103,8 @@ def _validate_seed(seed) -> None:
 
 
 def _load_scoped_model(model: str, params, *, dtype, allow_pickle: bool, trust_remote_code: bool, device: str,
-                       lora=None, seed: int = 0):
-    """Load the model onto `device` and select its scope.
+                       lora=None, seed: int = 0, device_map=None, offload_dir: Path | None = None):
+    """Load the model onto `device` (or spread by `device_map`) and select its scope.
 
     With a LoRA plan the adapter is attached first and its factors are the scope; `params`
     then restricts which targeted modules get an adapter. Returns (loaded model, scope,
@@ -114,8 +115,10 @@ def _load_scoped_model(model: str, params, *, dtype, allow_pickle: bool, trust_r
     from .loading.model import load_model
     from .loading.scope import enable_grad_for_scope, select_scope
 
-    loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    loaded_model.model.to(device)
+    loaded_model = load_model(model, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                              device_map=device_map, offload_dir=offload_dir)
+    if device_map is None:
+        loaded_model.model.to(device)
     adapter = None
     if lora is not None:
         from .loading.lora import attach_adapter
@@ -125,7 +128,63 @@ def _load_scoped_model(model: str, params, *, dtype, allow_pickle: bool, trust_r
                                  select=None if allowed is None else allowed.__contains__)
         params = [glob.escape(name) for name in adapter.parameter_names]
     scope = select_scope(loaded_model.model, params)
-    return loaded_model, scope, enable_grad_for_scope(loaded_model.model, scope), adapter
+    scoped = enable_grad_for_scope(loaded_model.model, scope)
+    for name, parameter in zip(scope.names, scoped):
+        if parameter.device.type == "meta":
+            raise UsageError(
+                f"--device-map: scoped parameter {name} is offloaded to disk, where it cannot be differentiated; "
+                "map its module to a device (cpu or a GPU) or narrow --params"
+            )
+    return loaded_model, scope, scoped, adapter
+
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _parse_device_map(device_map, offload_dir) -> tuple[str | dict | None, Path | None]:
+    """Return (device map, offload folder) from --device-map (a strategy or a JSON file) and --offload-dir."""
+    if device_map is None:
+        if offload_dir is not None:
+            raise UsageError("--offload-dir is only used with --device-map, for the modules it sends to disk; "
+                         "add --device-map or drop --offload-dir")
+        return None, None
+    if isinstance(device_map, Mapping):
+        mapping = dict(device_map)
+    elif str(device_map) in DEVICE_MAP_STRATEGIES:
+        mapping = str(device_map)
+    else:
+        path = Path(device_map)
+        if not path.is_file():
+            raise UsageError(f"--device-map {device_map}: neither one of {', '.join(DEVICE_MAP_STRATEGIES)} nor a "
+                             "JSON file; pass a strategy or a file mapping module names to devices")
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--device-map {path}: not a readable JSON file ({exc}); fix it") from None
+        if not isinstance(mapping, dict) or not all(
+            isinstance(key, str) and isinstance(value, (str, int)) and not isinstance(value, bool)
+            for key, value in mapping.items()
+        ):
+            raise UsageError(f"--device-map {path}: must map module names to devices (\"cpu\", \"disk\", 0, \"cuda:1\")")
+    if offload_dir is not None:
+        offload_dir = Path(offload_dir)
+        if not offload_dir.is_dir():
+            raise UsageError(f"--offload-dir {offload_dir}: not a folder; create it or choose an existing folder")
+        _check_writable(offload_dir, f"--offload-dir {offload_dir}")
+    elif isinstance(mapping, dict) and "disk" in mapping.values():
+        raise UsageError("--device-map sends modules to disk: give --offload-dir for their weights")
+    return mapping, offload_dir
+
+
+def _placement_summary(loaded_model, device_map) -> dict | None:
+    """Return the report's `engine.device_map`: parameters per device ("disk" for offloaded ones), or None."""
+    if device_map is None:
+        return None
+    counts: dict[str, int] = {}
+    for parameter in loaded_model.model.parameters():
+        device = "disk" if parameter.device.type == "meta" else str(parameter.device)
+        counts[device] = counts.get(device, 0) + parameter.numel()
+    return counts
 
 
 def _resolve_lora(lora_config):
@@ -140,7 +199,7 @@ def _resolve_lora(lora_config):
 
 
 def _lora_section(lora, adapter, seed: int) -> dict | None:
-    """The report's `lora` block: the adapter analysed in place of the base weights."""
+    """Return the report's `lora` block: the adapter analysed in place of the base weights."""
     if lora is None:
         return None
     return {**lora.to_dict(), "seed": seed, "modules_adapted": len(adapter.modules),
@@ -310,6 +369,8 @@ def check(
     device: str = "auto",
     lora_config: str | Path | Mapping | None = None,
     spill_dir: str | Path | None = None,
+    device_map: str | Path | Mapping | None = None,
+    offload_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run the gate: diagnose `model` against a fine-tune on `dataset` under `policy`.
@@ -333,6 +394,10 @@ def check(
     `lora_config` (a PEFT adapter_config.json, a YAML file or a mapping of LoraConfig keys)
     makes the plan a LoRA fine-tune: the adapter is attached with A drawn from `seed` and the
     diagnostics describe the update it can make (riskgate/loading/lora.py).
+    `device_map` (auto, balanced, balanced_low_0, sequential, a JSON file or a mapping of module
+    names to devices) spreads a model that does not fit one device with accelerate's big-model
+    placement; modules sent to "disk" live in `offload_dir`. Hessian-vector products then
+    default to finite differences, which need only gradients.
     """
     from .loading.formats import DatasetFormat
     from .policy import evaluate, exit_code_for, load_policy
@@ -356,6 +421,7 @@ def check(
 
     max_memory = _parse_memory(max_memory)
     spill_dir = _validate_spill_dir(spill_dir)
+    device_map, offload_dir = _parse_device_map(device_map, offload_dir)
     from .diagnostics.distributed import init_from_environment
 
     shard = init_from_environment()
@@ -393,7 +459,7 @@ def check(
     progress.start("loading model")
     loaded_model, scope, scoped_params, adapter = _load_scoped_model(
         model, params, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=torch_device,
-        lora=lora, seed=seed,
+        lora=lora, seed=seed, device_map=device_map, offload_dir=offload_dir,
     )
     fine_encoded, fine_sampled_out, fine_records = _sample_and_encode(
         fine_loaded, loaded_model.tokenizer, max_examples=budget.max_finetune_examples,
@@ -433,7 +499,8 @@ def check(
         optimizer=plan.optimizer,
         adam_epsilon=plan.adam_epsilon,
         seed=seed,
-        hvp_method=HvpMethod(hvp_method),
+        # A spread model runs its curvature pass by finite differences unless asked otherwise.
+        hvp_method=HvpMethod.FINITE_DIFFERENCE if device_map is not None and hvp_method == "auto" else HvpMethod(hvp_method),
         sketch_width=memory.sketch_width,
         spill_dir=_spill_folder(memory, spill_dir),
     )
@@ -515,7 +582,8 @@ def check(
         "sketch_width": info.sketch_width,
         "error_scale": info.error_scale,
         "hvp_method": info.hvp_method,
-        "device": str(torch_device),
+        "device": str(torch_device) if device_map is None else "device_map",
+        "device_map": _placement_summary(loaded_model, device_map),
         "ranks": 1 if shard is None else shard.world,
         "rank": 0 if shard is None else shard.rank,
         "micro_batch_size": settings.micro_batch_size,
@@ -572,6 +640,8 @@ def build_subspace(
     device: str = "auto",
     lora_config: str | Path | Mapping | None = None,
     spill_dir: str | Path | None = None,
+    device_map: str | Path | Mapping | None = None,
+    offload_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> SubspaceSummary:
     """Run the safety pass of a check once and save it to `output` for `check(subspace=...)`.
@@ -594,6 +664,7 @@ def build_subspace(
     _validate_seed(seed)
     max_memory = _parse_memory(max_memory)
     spill_dir = _validate_spill_dir(spill_dir)
+    device_map, offload_dir = _parse_device_map(device_map, offload_dir)
     torch_device = resolve_device(device)
     _validate_budget(budget)
     output = Path(output)
@@ -611,7 +682,7 @@ def build_subspace(
     progress.start("loading model")
     loaded_model, scope, scoped_params, _ = _load_scoped_model(
         model, params, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=torch_device,
-        lora=lora, seed=seed,
+        lora=lora, seed=seed, device_map=device_map, offload_dir=offload_dir,
     )
     safety_encoded, _, _ = _sample_and_encode(
         safety_loaded, loaded_model.tokenizer, max_examples=budget.max_safety_examples,

@@ -123,6 +123,12 @@ def main() -> None:
               help="Memory limit for the diagnostics, e.g. 16G: gradients stay exact when they fit "
                    "and are compressed by a CountSketch otherwise (the report states its error). "
                    "Default: 80% of the available memory.")
+@click.option("--device-map", metavar="MAP",
+              help="Spread a model that does not fit one device with accelerate's big-model placement: "
+                   "auto, balanced, balanced_low_0, sequential, or a JSON file mapping module names to "
+                   "devices (\"cpu\", \"disk\", 0, \"cuda:1\"). Curvature then uses finite differences.")
+@click.option("--offload-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Folder for the weights of modules that --device-map sends to disk.")
 @click.option("--spill-dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Folder on a disk with room for the gradient rows: when they do not fit --max-memory, "
                    "they stay exact in a memory-mapped file there (the streamed path) instead of being sketched.")
@@ -223,6 +229,8 @@ def _run_check(console, options) -> ExitCode:
                 device=options["device"],
                 lora_config=options["lora_config"],
                 spill_dir=options["spill_dir"],
+                device_map=options["device_map"],
+                offload_dir=options["offload_dir"],
                 progress=progress,
             )
     except click.BadParameter:
@@ -463,6 +471,9 @@ def subspace_group() -> None:
 @click.option("--max-memory", metavar="SIZE", help="Memory limit, e.g. 16G. Default: 80% of the available memory.")
 @click.option("--spill-dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Folder for exact gradient rows that do not fit --max-memory (the streamed path).")
+@click.option("--device-map", metavar="MAP", help="Big-model placement, as for `check --device-map`.")
+@click.option("--offload-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Folder for the weights of modules that --device-map sends to disk.")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -490,7 +501,7 @@ def subspace_build(**options) -> None:
                 seed=options["seed"], dtype=options["dtype"], max_memory=options["max_memory"],
                 allow_pickle=options["allow_pickle"], trust_remote_code=options["trust_remote_code"],
                 device=options["device"], lora_config=options["lora_config"], spill_dir=options["spill_dir"],
-                progress=progress,
+                device_map=options["device_map"], offload_dir=options["offload_dir"], progress=progress,
             )
     except click.BadParameter:
         raise

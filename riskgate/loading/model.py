@@ -109,8 +109,16 @@ def load_model(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    offload_dir: str | Path | None = None,
 ) -> LoadedModel:
     """Resolve `spec`, check the checkpoint files and load model and tokenizer on CPU.
+
+    With `device_map` ("auto", "balanced", "sequential" or a {module name: device} mapping,
+    where a device is "cpu", "disk", a CUDA index or "cuda:N"), accelerate's big-model placement
+    spreads the modules over the devices, and modules mapped to "disk" are kept in
+    `offload_dir` and loaded at each forward pass. Their weights are then checked for NaN and
+    Inf in the checkpoint file.
 
     Resolution order: an existing `.gguf` file is GGUF. An existing folder is FOLDER, or
     PICKLE when its only weights are pickle files. A non-existing `org/name` is looked up in
@@ -125,6 +133,9 @@ def load_model(
 
     # Check the files first, so that each problem is reported against the file at fault.
     pickled = False
+    if kind is ModelKind.GGUF and isinstance(device_map, dict) and "disk" in device_map.values():
+        raise UsageError(f"--device-map: {path} is a GGUF file, which transformers cannot offload to disk; map "
+                         "every module to a device, or save the model as safetensors with save_pretrained first")
     if kind is ModelKind.GGUF:
         folder, weight_files, tensor_files = path.parent, [path], {}
         _check_gguf_magic(path)
@@ -142,7 +153,8 @@ def load_model(
     try:
         with _quiet_loading():
             tokenizer = _load_tokenizer(kind, path, trust_remote_code)
-            model, loading_info = _load_weights(kind, path, torch_dtype_name, pickled, trust_remote_code)
+            model, loading_info = _load_weights(kind, path, torch_dtype_name, pickled, trust_remote_code,
+                                                device_map, offload_dir)
     except StrictDataclassError as error:
         # huggingface_hub validates config fields, e.g. a string where an int belongs; both the
         # tokenizer and the model read config.json.
@@ -453,7 +465,8 @@ def _load_tokenizer(kind: ModelKind, path: Path, trust_remote_code: bool) -> Any
 
 
 def _load_weights(
-    kind: ModelKind, path: Path, dtype_name: str, pickled: bool, trust_remote_code: bool
+    kind: ModelKind, path: Path, dtype_name: str, pickled: bool, trust_remote_code: bool,
+    device_map: str | dict[str, Any] | None = None, offload_dir: str | Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Run `from_pretrained` with output_loading_info; return (model, loading_info)."""
     import torch
@@ -461,6 +474,10 @@ def _load_weights(
     from transformers import AutoModelForCausalLM
 
     location, extra = _pretrained_location(kind, path)
+    if device_map is not None:
+        extra["device_map"] = device_map
+        if offload_dir is not None:
+            extra["offload_folder"] = str(offload_dir)
     if kind is not ModelKind.GGUF:
         # transformers 5.25 reads .bin files through `modeling_utils.load_state_dict`, which
         # calls torch.load(weights_only=True) unless the caller passes weights_only=False.
@@ -544,12 +561,30 @@ def _check_finite(model: Any, tensor_files: dict[str, Path], default_file: Path)
     import torch
 
     for name, parameter in model.named_parameters():
+        if parameter.device.type == "meta":
+            # Offloaded by the device map: read the tensor from its checkpoint file instead.
+            parameter = _read_checkpoint_tensor(name, tensor_files.get(name))
+            if parameter is None:
+                raise CheckpointError(
+                    f"{default_file}: tensor {name} is offloaded by the device map and cannot be read back "
+                    "from a safetensors file to check it; keep it on a device or convert the checkpoint to safetensors"
+                )
         if not bool(torch.isfinite(parameter).all()):
             file = tensor_files.get(name, default_file)
             raise CheckpointError(
                 f"{file}: tensor {name} contains NaN or Inf values; the checkpoint is corrupt, or the "
                 f"weights overflow {parameter.dtype} (try --dtype float32)"
             )
+
+
+def _read_checkpoint_tensor(name: str, file: Path | None) -> Any:
+    """Return tensor `name` from a safetensors file, or None when there is no such file or tensor."""
+    if file is None or file.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        return handle.get_tensor(name) if name in handle.keys() else None
 
 
 def _index_or_single(folder: Path, weight_files: list[Path]) -> Path:
