@@ -119,6 +119,7 @@ def _load_scoped_model(model: str, params, *, dtype, allow_pickle: bool, trust_r
                               device_map=device_map, offload_dir=offload_dir)
     if device_map is None:
         loaded_model.model.to(device)
+    _check_mapped_modules(loaded_model.model, device_map)
     adapter = None
     if lora is not None:
         from .loading.lora import attach_adapter
@@ -155,6 +156,9 @@ def _parse_device_map(device_map, offload_dir) -> tuple[str | dict | None, Path 
     else:
         path = Path(device_map)
         if not path.is_file():
+            if path.suffix or len(path.parts) > 1:
+                raise UsageError(f"--device-map {device_map}: file not found; pass an existing JSON file or a strategy "
+                                 f"({', '.join(DEVICE_MAP_STRATEGIES)})")
             raise UsageError(f"--device-map {device_map}: neither one of {', '.join(DEVICE_MAP_STRATEGIES)} nor a "
                              "JSON file; pass a strategy or a file mapping module names to devices")
         try:
@@ -166,6 +170,9 @@ def _parse_device_map(device_map, offload_dir) -> tuple[str | dict | None, Path 
             for key, value in mapping.items()
         ):
             raise UsageError(f"--device-map {path}: must map module names to devices (\"cpu\", \"disk\", 0, \"cuda:1\")")
+    if isinstance(mapping, dict):
+        for module, device in mapping.items():
+            _check_placement_device(module, device)
     if offload_dir is not None:
         offload_dir = Path(offload_dir)
         if not offload_dir.is_dir():
@@ -174,6 +181,40 @@ def _parse_device_map(device_map, offload_dir) -> tuple[str | dict | None, Path 
     elif isinstance(mapping, dict) and "disk" in mapping.values():
         raise UsageError("--device-map sends modules to disk: give --offload-dir for their weights")
     return mapping, offload_dir
+
+
+def _check_placement_device(module: str, device) -> None:
+    """Raise UsageError unless `device` is cpu, disk, or a CUDA or MPS device this machine has."""
+    import torch
+
+    text = str(device).strip().lower()
+    if text in ("cpu", "disk"):
+        return
+    if text == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return
+    index = text.removeprefix("cuda:") if text.startswith("cuda:") else text
+    if text == "cuda" or index.isdigit():
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if text == "cuda" and count:
+            return
+        if index.isdigit() and int(index) < count:
+            return
+        raise UsageError(f"--device-map: module {module!r} is mapped to {device!r}, but this machine has "
+                         f"{count} CUDA devices; map it to cpu or disk, or to a device that exists")
+    raise UsageError(f"--device-map: module {module!r} is mapped to {device!r}, which is not a device; "
+                     "use cpu, disk, mps, a CUDA index such as 0, or cuda:N")
+
+
+def _check_mapped_modules(model, device_map) -> None:
+    """Raise UsageError when a --device-map file names a module the model does not have."""
+    if not isinstance(device_map, dict):
+        return
+    modules = dict(model.named_modules())
+    unknown = [name for name in device_map if name and name not in modules]
+    if unknown:
+        examples = ", ".join(name for name in list(modules)[1:6])
+        raise UsageError(f"--device-map: {unknown[0]!r} is not a module of this model; module names look like "
+                         f"{examples}")
 
 
 def _placement_summary(loaded_model, device_map) -> dict | None:
@@ -296,6 +337,8 @@ def _validate_spill_dir(spill_dir: str | Path | None) -> Path | None:
     """Return --spill-dir as a Path after checking that it is a writable folder, or None."""
     if spill_dir is None:
         return None
+    if not str(spill_dir).strip():
+        raise UsageError("--spill-dir: empty path; name a folder on a disk with room for the gradient rows")
     folder = Path(spill_dir)
     if not folder.is_dir():
         raise UsageError(f"--spill-dir {folder}: not a folder; create it or choose an existing folder")
@@ -316,7 +359,7 @@ def _subspace_key(loaded_model, safety_sha256: str, scope, scoped_params, budget
                   lora=None) -> dict:
     """The values a subspace file must share with a check to be reused (subspace.MATCHED_KEYS)."""
     return {
-        "lora": None if lora is None else lora.to_dict() | {"source": None},
+        "lora": None if lora is None else lora.to_dict() | {"source": None, "ignored": None},
         "model_sha256": loaded_model.weights_sha256,
         "safety_sha256": safety_sha256,
         "scope": list(scope.names),

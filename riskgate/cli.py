@@ -93,9 +93,9 @@ def main() -> None:
               help="YAML or JSON with TrainingArguments names (learning_rate, max_steps or "
                    "num_train_epochs, per_device_train_batch_size, gradient_accumulation_steps, optim).")
 @click.option("--lora-config", type=click.Path(path_type=Path), metavar="FILE",
-              help="The plan trains a LoRA adapter: PEFT's adapter_config.json (or YAML with "
-                   "LoraConfig keys r, lora_alpha, target_modules). The diagnostics then analyse the "
-                   "adapter's factors, A drawn with --seed.")
+              help="The plan trains a LoRA adapter: PEFT's adapter_config.json, the adapter folder that "
+                   "holds it, or YAML with LoraConfig keys r, lora_alpha, target_modules. The diagnostics "
+                   "then analyse the adapter's factors, A drawn with --seed.")
 @click.option("--max-safety-examples", type=int, default=128, show_default=True,
               help="Safety sequences analysed at most (sampled with --seed).")
 @click.option("--max-finetune-examples", type=int, default=64, show_default=True,

@@ -126,10 +126,15 @@ def read_subspace(path: str | Path) -> CachedSafetySide:
 def check_matches(cached: CachedSafetySide, current: dict[str, Any], sequences) -> None:
     """Raise SubspaceError naming the first key where the file and the check's inputs differ."""
     for key in MATCHED_KEYS:
-        if cached.metadata.get(key) != current.get(key):
+        stored, wanted = cached.metadata.get(key), current.get(key)
+        if stored != wanted:
+            if isinstance(stored, dict) and isinstance(wanted, dict):
+                # Name the first differing entry of a nested setting such as the LoRA adapter.
+                inner = next(k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k))
+                key, stored, wanted = f"{key}.{inner}", stored.get(inner), wanted.get(inner)
             raise SubspaceError(
-                f"{cached.path}: {key} is {_short(cached.metadata.get(key))} in the subspace file but "
-                f"{_short(current.get(key))} for this check; rebuild it with `riskgate subspace build` "
+                f"{cached.path}: {key} is {_short(stored)} in the subspace file but "
+                f"{_short(wanted)} for this check; rebuild it with `riskgate subspace build` "
                 "using the same model, safety data, --params, --max-seq-len, --max-safety-examples, --seed "
                 "and --lora-config"
             )

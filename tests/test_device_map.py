@@ -17,6 +17,7 @@ import riskgate
 from chat_files import write_chat
 from riskgate.budget import Budget
 from riskgate.errors import UsageError
+from riskgate.report.summary import input_rows
 from tiny_models import save_checkpoint
 
 BUDGET = Budget(max_safety_examples=6, max_finetune_examples=4, max_seq_len=64)
@@ -53,6 +54,8 @@ def test_disk_offload_matches_undivided_model(setup, tmp_path):
     block = 2 * 64 + 2 * 32 + 3 * 8 * 16 + 2 * 8
     assert spread["engine"]["device_map"] == {"cpu": spread["model"]["parameters_total"] - 2 * block, "disk": 2 * block}
     assert spread["engine"]["hvp_method"] == "finite_difference"
+    model_row = input_rows(spread)[0]
+    assert f"spread by a device map (parameters per device: cpu {spread['engine']['device_map']['cpu']:,}" in model_row[3]
     for section in ("initial_orthogonality", "curvature_coupling"):
         for key, value in whole["checks"][section].items():
             if isinstance(value, float):
@@ -112,3 +115,21 @@ def test_cli_bad_device_map_exits_2(setup, tmp_path):
     assert result.exit_code == ExitCode.INVALID_INPUT
     assert "--device-map everywhere: neither one of auto" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"lm_head": "cuda:99"}, r"'lm_head' is mapped to 'cuda:99', but this machine has \d+ CUDA devices"),
+    ({"lm_head": "tpu"}, "'lm_head' is mapped to 'tpu', which is not a device"),
+    ({"model.layers.9": "cpu"}, "'model.layers.9' is not a module of this model"),
+    ({"model.embed_tokens": "disk"}, "transformers could not place the model"),
+])
+def test_bad_map_entries_are_named(setup, tmp_path, entry, message):
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({**DISK_MAP, **entry}))
+    with pytest.raises(UsageError, match=message):
+        _check(setup, device_map=path, offload_dir=tmp_path)
+
+
+def test_missing_map_file_is_not_found(setup, tmp_path):
+    with pytest.raises(UsageError, match="missing.json: file not found"):
+        _check(setup, device_map=tmp_path / "missing.json")

@@ -20,6 +20,7 @@ from dense_reference import compute_in_float64, random_sequences, sequence_loss,
 from riskgate.budget import Budget
 from riskgate.diagnostics.settings import Optimizer
 from riskgate.errors import ExitCode, PlanError
+from riskgate.report.summary import input_rows
 from riskgate.loading.lora import attach_adapter, lora_plan_from_dict, read_lora_config
 from test_diagnostics_dense import RTOL, Scenario, assert_close, make_settings
 from tiny_models import build_model
@@ -69,6 +70,8 @@ def test_reads_yaml_and_lists_unmodelled_keys(tmp_path):
     ({"peft_type": "IA3"}, "only LORA adapters are supported"),
     ({"layers_to_transform": "last"}, "'layers_to_transform' must be a layer index"),
     ({"rank_pattern": {"q_proj": -1}}, "'rank_pattern' entry 'q_proj' must be a positive integer"),
+    ({"lora_alhpa": 64}, "unknown key 'lora_alhpa'; did you mean 'lora_alpha'?"),
+    ({"lora_dropout": 2}, "'lora_dropout' must be a probability in [0, 1), got 2"),
 ])
 def test_bad_config_names_key(tmp_path, change, message):
     path = tmp_path / "adapter_config.json"
@@ -82,7 +85,7 @@ def test_bad_config_names_key(tmp_path, change, message):
 
 
 def test_unreadable_config(tmp_path):
-    with pytest.raises(PlanError, match="LoRA config file not found"):
+    with pytest.raises(PlanError, match="--lora-config .*missing.json: file not found"):
         read_lora_config(tmp_path / "missing.json")
     broken = tmp_path / "broken.yaml"
     broken.write_text("r: [1\n")
@@ -114,6 +117,24 @@ def test_all_linear_and_regex_targets():
     _, regex = _adapted({"r": 1, "target_modules": r".*\.0\.mlp\.(up|gate)_proj",
                          "exclude_modules": ["gate_proj"]})
     assert regex.modules == ("model.layers.0.mlp.up_proj",)
+
+
+def test_layers_outside_the_model_are_named():
+    model = build_model()
+    plan = lora_plan_from_dict({"r": 2, "target_modules": ["q_proj"], "layers_to_transform": [1, 99]})
+    with pytest.raises(PlanError, match=r"'layers_to_transform' \[1, 99\] must list layers of this model, 0 to 1"):
+        attach_adapter(model, plan, seed=0)
+
+
+def test_bookkeeping_keys_are_listed_as_ignored():
+    plan = lora_plan_from_dict({**CONFIG, "task_type": "CAUSAL_LM", "newer_peft_option": 1})
+    assert plan.ignored == ("task_type", "newer_peft_option")
+
+
+def test_string_target_hints_at_a_list():
+    model = build_model()
+    with pytest.raises(PlanError, match=r'write \["q_proj"\] for a list'):
+        attach_adapter(model, lora_plan_from_dict({"r": 2, "target_modules": "q_proj"}), seed=0)
 
 
 def test_no_matching_module_is_a_plan_error():
@@ -241,6 +262,9 @@ def test_check_reports_the_adapter(tiny_checkpoint, inputs):
     assert report["model"]["parameters_analysed"] == lora["parameters"] == 2 * (2 * 8 + 8 * 2 + 2 * 8 + 4 * 2)
     assert all(".lora_" in name for name in report["model"]["scope_tensors"])
     assert report["checks"]["curvature_coupling"]["gamma_hat"] > 0
+    model_row, plan_row = input_rows(report)[0], input_rows(report)[-1]
+    assert f"{lora['parameters']} adapter parameters analysed (base model" in model_row[3]
+    assert "LoRA adapter r 2, alpha 4 on 4 modules (A drawn with seed 4)" in plan_row[3]
 
 
 def test_params_restricts_the_adapted_modules(tiny_checkpoint, inputs):
@@ -257,11 +281,13 @@ def test_subspace_of_another_adapter_is_rejected(tiny_checkpoint, inputs, tmp_pa
     folder, finetune, safety, policy, config = inputs
     built = riskgate.build_subspace(str(tiny_checkpoint), tmp_path / "lora.subspace", safety_data=safety,
                                     budget=BUDGET, lora_config=config)
-    wider = tmp_path / "wider.json"
-    wider.write_text(json.dumps({"r": 2, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}))
-    with pytest.raises(SubspaceError, match="lora is"):
-        riskgate.check(str(tiny_checkpoint), finetune, policy, safety_data=safety, lora_config=wider,
-                       subspace=built.path, learning_rate=1e-3, max_steps=20, batch_size=2, budget=BUDGET)
+    changes = {"lora_alpha": 8, "alpha_pattern": {"v_proj": 64}, "rank_pattern": {"q_proj": 1}}
+    for key, value in changes.items():
+        other = tmp_path / f"{key}.json"
+        other.write_text(json.dumps({"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"], key: value}))
+        with pytest.raises(SubspaceError, match=f"lora.{key} is .* in the subspace file but"):
+            riskgate.check(str(tiny_checkpoint), finetune, policy, safety_data=safety, lora_config=other,
+                           subspace=built.path, learning_rate=1e-3, max_steps=20, batch_size=2, budget=BUDGET)
 
 
 def test_cli_bad_lora_config_exits_with_input_error(tiny_checkpoint, inputs, tmp_path):

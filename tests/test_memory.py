@@ -49,3 +49,8 @@ def test_limit_below_any_sketch_fails():
         plan_memory(numel=134_515_008, rows=128, limit_bytes=2 * 2**30, **SMOLLM2)
     with pytest.raises(UsageError, match="limit 2.0 GiB is too small"):
         plan_memory(numel=134_515_008, rows=128, limit_bytes=2 * 2**30, limit_given=True, **SMOLLM2)
+
+
+def test_too_small_limit_suggests_a_spill_folder():
+    with pytest.raises(UsageError, match="give --spill-dir DIR to keep the rows on disk"):
+        plan_memory(numel=134_515_008, rows=128, limit_bytes=2 * 2**30, limit_given=True, **SMOLLM2)

@@ -144,6 +144,8 @@ def test_spill_dir_must_be_a_writable_folder(tiny_checkpoint, inputs, tmp_path):
     finetune, safety, policy = inputs
     with pytest.raises(UsageError, match="--spill-dir .*missing: not a folder"):
         riskgate.check(str(tiny_checkpoint), finetune, policy, safety_data=safety, spill_dir=tmp_path / "missing")
+    with pytest.raises(UsageError, match="--spill-dir: empty path"):
+        riskgate.check(str(tiny_checkpoint), finetune, policy, safety_data=safety, spill_dir="")
 
 
 def test_settings_default_keeps_rows_in_memory():

@@ -83,18 +83,20 @@ def plan_memory(*, parameters_total: int, model_itemsize: int, numel: int, rows:
     exact = fixed + rows * numel * itemsize
     if exact <= limit_bytes:
         return MemoryPlan("exact", None, limit_bytes, exact)
-    if spill_free_bytes is not None and rows * numel * itemsize <= spill_free_bytes and fixed <= limit_bytes:
+    streamed = fixed if spill_free_bytes is not None and rows * numel * itemsize <= spill_free_bytes else exact
+    if streamed <= limit_bytes:
         return MemoryPlan("streamed", None, limit_bytes, fixed)
     fixed = (4 * parameters_total * model_itemsize + 8 * numel * itemsize
              + 2 * rows * min(MAX_SKETCH_WIDTH, _CHUNK) * 8 + _OVERHEAD)
     room = limit_bytes - fixed - 13 * numel
     width = min(MAX_SKETCH_WIDTH, room // (rows * itemsize)) if room > 0 else 0
     if width < MIN_SKETCH_WIDTH:
-        needed = min(fixed + 13 * numel + rows * MIN_SKETCH_WIDTH * itemsize, exact)
+        needed = min(fixed + 13 * numel + rows * MIN_SKETCH_WIDTH * itemsize, exact, streamed)
         error = UsageError if limit_given else EnvironmentFailure
         raise error(
             f"--max-memory: limit {format_size(limit_bytes)} is too small for {numel:,} parameters and {rows} "
-            f"sequences (about {format_size(needed)} needed, estimated); raise --max-memory, narrow --params "
-            "or lower --max-safety-examples/--max-finetune-examples"
+            f"sequences (about {format_size(needed)} needed, estimated); raise --max-memory, narrow --params"
+            f"{'' if spill_free_bytes is not None else ', give --spill-dir DIR to keep the rows on disk'}"
+            " or lower --max-safety-examples/--max-finetune-examples"
         )
     return MemoryPlan("sketched", int(width), limit_bytes, fixed + 13 * numel + rows * int(width) * itemsize)

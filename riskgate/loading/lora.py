@@ -29,6 +29,7 @@ initialisations (PiSSA, OLoRA, LoftQ) are rejected with a message.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,15 @@ ALL_LINEAR = "all-linear"
 _DEFAULT_LAYER_PATTERNS = ("layers", "h", "blocks", "layer")
 _UNMODELLED = {"lora_dropout": 0.0, "bias": "none", "modules_to_save": None}
 """Keys whose non-default value changes the real run in ways the diagnostics leave out."""
+_READ = ("r", "lora_alpha", "target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "use_rslora",
+         "init_lora_weights", "rank_pattern", "alpha_pattern", "peft_type", *_UNMODELLED)
+_KNOWN_UNREAD = ("task_type", "base_model_name_or_path", "revision", "inference_mode", "fan_in_fan_out",
+                 "auto_mapping", "megatron_config", "megatron_core", "layer_replication", "runtime_config",
+                 "lora_bias", "target_parameters", "trainable_token_indices", "eva_config", "corda_config",
+                 "use_qalora", "qalora_group_size", "alora_invocation_tokens", "arrow_config", "ensure_weight_tying",
+                 "peft_version")
+"""LoraConfig keys that do not change the update a zero-initialised adapter makes, or that newer
+PEFT versions added. The report lists them as ignored."""
 _REJECTED = {
     "use_dora": "DoRA adds a magnitude vector the diagnostics do not model",
     "loftq_config": "LoftQ initialisation changes the base weights",
@@ -66,6 +76,8 @@ class LoraPlan:
     alpha_pattern: tuple[tuple[str, float], ...] = ()
     unmodelled: tuple[str, ...] = field(default=())
     """Config keys set to values the diagnostics do not model (dropout, trained biases)."""
+    ignored: tuple[str, ...] = field(default=())
+    """Config keys riskgate does not read (bookkeeping such as task_type, or newer PEFT options)."""
 
     def rank_and_scaling(self, module_name: str) -> tuple[int, float]:
         """Return (r, s) for one module, after `rank_pattern` and `alpha_pattern`."""
@@ -81,9 +93,15 @@ class LoraPlan:
             "lora_alpha": self.lora_alpha,
             "use_rslora": self.use_rslora,
             "target_modules": self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules),
+            "exclude_modules": (self.exclude_modules if isinstance(self.exclude_modules, str) or self.exclude_modules is None
+                                else list(self.exclude_modules)),
             "layers_to_transform": None if self.layers_to_transform is None else list(self.layers_to_transform),
+            "layers_pattern": None if self.layers_pattern is None else list(self.layers_pattern),
+            "rank_pattern": dict(self.rank_pattern),
+            "alpha_pattern": dict(self.alpha_pattern),
             "init": self.init,
             "unmodelled": list(self.unmodelled),
+            "ignored": list(self.ignored),
         }
 
 
@@ -104,6 +122,9 @@ def read_lora_config(path: str | Path) -> LoraPlan:
     path = Path(path)
     if path.is_dir():
         path = path / "adapter_config.json"
+    if not path.is_file():
+        raise PlanError(f"--lora-config {path}: file not found; pass PEFT's adapter_config.json, the adapter folder "
+                        "that holds it, or a YAML file with LoraConfig keys")
     config = read_config_file(path, "LoRA config", "LoraConfig keys (r, lora_alpha, target_modules)")
     return lora_plan_from_dict(config, source=str(path))
 
@@ -117,6 +138,14 @@ def lora_plan_from_dict(config: dict[str, Any], *, source: str = "api") -> LoraP
     for key, reason in _REJECTED.items():
         if config.get(key):
             raise PlanError(f"{where}: '{key}' is set, but {reason}; remove it or analyse the full weights with --params")
+
+    for key in config:
+        if key in _READ or key in _REJECTED or key in _KNOWN_UNREAD:
+            continue
+        close = difflib.get_close_matches(key, _READ, n=1, cutoff=0.8)
+        if close:
+            raise PlanError(f"{where}: unknown key '{key}'; did you mean '{close[0]}'?")
+    ignored = tuple(key for key in config if key not in _READ and key not in _REJECTED)
 
     rank = config.get("r", 8)
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
@@ -170,8 +199,11 @@ def lora_plan_from_dict(config: dict[str, Any], *, source: str = "api") -> LoraP
     unmodelled = tuple(
         key for key, default in _UNMODELLED.items() if config.get(key, default) not in (default, [], 0)
     )
+    dropout = config.get("lora_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise PlanError(f"{where}: 'lora_dropout' must be a probability in [0, 1), got {dropout!r}")
     return LoraPlan(
-        r=rank, lora_alpha=float(alpha), target_modules=target_modules, source=source,
+        r=rank, lora_alpha=float(alpha), target_modules=target_modules, source=source, ignored=ignored,
         exclude_modules=excluded, layers_to_transform=None if layers is None else tuple(layers),
         layers_pattern=None if pattern is None else tuple(pattern), use_rslora=bool(config.get("use_rslora", False)),
         init=init_name, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, unmodelled=unmodelled,
@@ -284,6 +316,21 @@ def _targeted(plan: LoraPlan, name: str, output_head: Any, module: Any) -> bool:
     return hit
 
 
+def _check_layers(model: Any, plan: LoraPlan, output_head: Any, where: str) -> None:
+    """Raise PlanError when `layers_to_transform` names a layer index the model does not have."""
+    patterns = plan.layers_pattern or _DEFAULT_LAYER_PATTERNS
+    indices = {_layer_index(name, patterns) for name, module in model.named_modules()
+               if name and _linear_shape(module) is not None and module is not output_head}
+    indices.discard(None)
+    if not indices:
+        raise PlanError(f"{where}: 'layers_pattern' {list(patterns)} finds no numbered layers in this model; "
+                        "remove layers_to_transform or fix layers_pattern")
+    missing = sorted(set(plan.layers_to_transform) - indices)
+    if missing or not plan.layers_to_transform:
+        raise PlanError(f"{where}: 'layers_to_transform' {list(plan.layers_to_transform)} must list layers of this model, "
+                        f"{min(indices)} to {max(indices)}")
+
+
 def attach_adapter(model: Any, plan: LoraPlan, *, seed: int, select=None) -> AttachedAdapter:
     """Wrap each targeted linear layer of `model` in a LoRA layer, in place; freeze everything else.
 
@@ -298,12 +345,19 @@ def attach_adapter(model: Any, plan: LoraPlan, *, seed: int, select=None) -> Att
                   if name and _linear_shape(module) is not None and _targeted(plan, name, output_head, module)]
     if select is not None:
         candidates = [(name, module) for name, module in candidates if select(f"{name}.weight")]
+    where = f"--lora-config {plan.source}"
+    if plan.layers_to_transform is not None:
+        _check_layers(model, plan, output_head, where)
     if not candidates:
         linear = [name for name, module in model.named_modules() if name and _linear_shape(module) is not None]
         examples = ", ".join(sorted({name.rsplit(".", 1)[-1] for name in linear})[:8])
+        hint = ""
+        if isinstance(plan.target_modules, str) and plan.target_modules != ALL_LINEAR:
+            hint = (f" (a string is a regular expression that must match the whole module name; write "
+                    f"[\"{plan.target_modules}\"] for a list of names)")
         raise PlanError(
-            f"--lora-config {plan.source}: 'target_modules' {plan.target_modules!r} matches no linear layer"
-            f"{' within --params' if select is not None else ''}; this model's linear layers end in {examples}"
+            f"{where}: 'target_modules' {plan.target_modules!r} matches no linear layer"
+            f"{' within --params' if select is not None else ''}{hint}; this model's linear layers end in {examples}"
         )
 
     model.requires_grad_(False)

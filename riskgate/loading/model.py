@@ -502,28 +502,37 @@ def _load_weights(
             )
     except MemoryError:
         raise EnvironmentFailure(f"{path}: out of memory while loading the model; {_MEMORY_FIX}") from None
+    except (ValueError, KeyError, RuntimeError, AssertionError) as error:
+        if device_map is not None and "allocate" not in str(error):
+            # The files were checked above, so a failure here is almost always the placement.
+            raise UsageError(
+                f"--device-map: transformers could not place the model ({type(error).__name__}: {_one_line(error)}); "
+                "map every module once, keep tied weights (embedding and LM head) on one device, and do not "
+                "split a module between disk and a device"
+            ) from None
+        _raise_load_error(path, error)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: pickle weights contain objects other than tensors, which torch.load(weights_only=True) "
             f"rejects (UnpicklingError: {_one_line(error)}); convert them to safetensors where the "
             "source is trusted"
         ) from None
-    except (OSError, ValueError, KeyError, EOFError, IndexError, struct.error, SafetensorError) as error:
-        raise CheckpointError(
-            f"{path}: checkpoint could not be loaded ({type(error).__name__}: {_one_line(error)}); "
-            "check the files or save the checkpoint again"
-        ) from None
-    except RuntimeError as error:
-        # PyTorch reports a failed CPU allocation as RuntimeError("... can't allocate memory ...").
-        if "allocate" in str(error):
-            raise EnvironmentFailure(f"{path}: out of memory while loading the model; {_MEMORY_FIX}") from None
-        raise CheckpointError(
-            f"{path}: checkpoint could not be loaded (RuntimeError: {_one_line(error)}); "
-            "check the files or save the checkpoint again"
-        ) from None
+    except (OSError, EOFError, IndexError, struct.error, SafetensorError) as error:
+        _raise_load_error(path, error)
     finally:
         if captured.getvalue():
             logger.debug("stderr while loading %s: %s", path, captured.getvalue()[-2000:])
+
+
+def _raise_load_error(path: Path, error: BaseException) -> None:
+    """Raise the one-line error for a failed `from_pretrained`: out of memory, or a broken checkpoint."""
+    # PyTorch reports a failed CPU allocation as RuntimeError("... can't allocate memory ...").
+    if isinstance(error, RuntimeError) and "allocate" in str(error):
+        raise EnvironmentFailure(f"{path}: out of memory while loading the model; {_MEMORY_FIX}") from None
+    raise CheckpointError(
+        f"{path}: checkpoint could not be loaded ({type(error).__name__}: {_one_line(error)}); "
+        "check the files or save the checkpoint again"
+    ) from None
 
 
 def _pretrained_location(kind: ModelKind, path: Path) -> tuple[str, dict[str, Any]]:

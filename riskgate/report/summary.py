@@ -235,11 +235,16 @@ def input_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     policy = section(report, "policy")
     plan = section(report, "training_plan")
 
-    model_details = (
-        f"{model.get('kind') or NOT_AVAILABLE}, {model.get('architecture') or NOT_AVAILABLE},"
-        f" {model.get('dtype') or NOT_AVAILABLE};"
+    lora = report.get("lora") if isinstance(report.get("lora"), dict) else None
+    analysed = (
+        f" {format_number(model.get('parameters_analysed'))} adapter parameters analysed (base model"
+        f" {format_number(model.get('parameters_total'))})" if lora else
         f" {format_number(model.get('parameters_analysed'))} of"
         f" {format_number(model.get('parameters_total'))} parameters analysed"
+    )
+    model_details = (
+        f"{model.get('kind') or NOT_AVAILABLE}, {model.get('architecture') or NOT_AVAILABLE},"
+        f" {model.get('dtype') or NOT_AVAILABLE};{analysed}"
         f" ({format_number(len(model.get('scope_tensors') or []))} tensors);"
         f" attention {model.get('attention') or NOT_AVAILABLE}"
     )
@@ -250,6 +255,10 @@ def input_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             model_details += (f" (width {format_number(engine.get('sketch_width'))},"
                               f" error scale {format_number(engine.get('error_scale'))})")
         model_details += f", Hessian-vector products by {engine.get('hvp_method') or NOT_AVAILABLE}"
+        placement = engine.get("device_map")
+        if isinstance(placement, dict) and placement:
+            spread = ", ".join(f"{device} {format_number(count)}" for device, count in placement.items())
+            model_details += f"; spread by a device map (parameters per device: {spread})"
     safety_source = str(safety.get("path") or NOT_AVAILABLE)
     if safety.get("builtin"):
         safety_source += " (built-in)"
@@ -263,13 +272,14 @@ def input_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     defaults = plan.get("defaults_used") or []
     if defaults:
         plan_details += f"; defaults used for {', '.join(str(name) for name in defaults)}"
-    lora = report.get("lora") if isinstance(report.get("lora"), dict) else None
     if lora:
         plan_details += (
             f"; LoRA adapter r {format_number(lora.get('r'))}, alpha {format_number(lora.get('lora_alpha'))}"
             f" on {format_number(lora.get('modules_adapted'))} modules (A drawn with seed {lora.get('seed')});"
             " the diagnostics analyse the adapter's factors"
         )
+        if lora.get("rank_pattern") or lora.get("alpha_pattern"):
+            plan_details += "; per-module ranks or alphas from rank_pattern and alpha_pattern"
         if lora.get("unmodelled"):
             plan_details += f"; not modelled: {', '.join(str(key) for key in lora['unmodelled'])}"
 
