@@ -199,6 +199,7 @@ def dense_update(
     *,
     adam: bool,
     adam_epsilon: float = 1e-8,
+    batch_size: int = 4,
 ) -> DenseUpdate:
     """Build v, h and u_m from the per-example fine-tune gradients (M, d) and x -> H x.
 
@@ -209,7 +210,10 @@ def dense_update(
     if not adam:
         return DenseUpdate(gradient, apply_hessian(gradient), finetune_gradients)
 
-    second_moment = finetune_gradients.square().mean(dim=0)  # v, (d,)
+    # v_hat: the expected square of a minibatch gradient of `batch_size` sequences, g^2 + Var_m / B.
+    count = finetune_gradients.shape[0]
+    variance = finetune_gradients.var(dim=0, unbiased=True) if count > 1 else torch.zeros_like(gradient)
+    second_moment = gradient.square() + variance / batch_size  # v_hat, (d,)
     preconditioner = torch.diag(1.0 / (second_moment.sqrt() + adam_epsilon))  # D, (d, d)
     direction = preconditioner @ gradient  # D g
     acceleration = preconditioner @ apply_hessian(direction)  # D H D g

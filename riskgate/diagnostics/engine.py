@@ -131,6 +131,20 @@ def _inner_products(
     return result
 
 
+def adam_second_moment(mean: torch.Tensor, second_moment: torch.Tensor, count: int, batch_size: int) -> torch.Tensor:
+    """Return v_hat = g^2 + Var_m(g'_m) / B, the expected square of a minibatch gradient, shape (d,).
+
+    Adam's v averages squared minibatch gradients, not squared per-example ones, so the noise
+    part of the per-example second moment shrinks by the batch size B. Var_m is the unbiased
+    variance over the M = `count` sequences; with one sequence it is taken as 0.
+    """
+    square = mean.square()
+    if count < 2:
+        return square
+    variance = (second_moment - square).clamp_(min=0.0) * (count / (count - 1))
+    return square + variance / batch_size
+
+
 def _column_moments(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the column mean and mean square of (M, d) rows in float64, one column chunk at a time."""
     mean = torch.zeros(matrix.shape[1], dtype=torch.float64)
@@ -289,7 +303,8 @@ class DiagnosticsRun:
         count = len(finetune)
         mean, second_moment = total.div_(count), squares.div_(count)
         if self.settings.optimizer is Optimizer.ADAMW:
-            preconditioner = 1.0 / (second_moment.sqrt() + self.settings.adam_epsilon)
+            v_hat = adam_second_moment(mean, second_moment, count, self.settings.batch_size)
+            preconditioner = 1.0 / (v_hat.sqrt() + self.settings.adam_epsilon)
             grads, _, _, _ = self._gradients(finetune, Stage.FINETUNE_GRADIENTS, scale=preconditioner)
         return _FinetuneState(grads, losses, finetune, mean, second_moment)
 
@@ -395,7 +410,8 @@ class DiagnosticsRun:
         else:
             mean_grad, second_moment = state.mean, state.second_moment
         if settings.optimizer is Optimizer.ADAMW:
-            preconditioner = 1.0 / (second_moment.sqrt() + settings.adam_epsilon)  # D, (d,)
+            v_hat = adam_second_moment(mean_grad, second_moment, len(finetune), settings.batch_size)
+            preconditioner = 1.0 / (v_hat.sqrt() + settings.adam_epsilon)  # D, (d,)
         else:
             preconditioner = None
         direction = mean_grad if preconditioner is None else preconditioner * mean_grad  # v, (d,)
