@@ -75,10 +75,10 @@ def test_preset_default_values() -> None:
     assert policy.min_finetune_examples == 8
     assert policy.threshold("overlap_ratio") == Threshold("overlap_ratio", 0.3, 0.6, Direction.MAX)
     assert policy.threshold("collapse_step_ratio") == Threshold(
-        "collapse_step_ratio", 1.25, 1.0, Direction.MIN
+        "collapse_step_ratio", 1.75, 1.0, Direction.MIN
     )
     assert policy.threshold("delta_u_at_planned_steps") == Threshold(
-        "delta_u_at_planned_steps", 0.025, 0.05, Direction.MAX
+        "delta_u_at_planned_steps", 0.01, 0.05, Direction.MAX
     )
     assert policy.threshold("gamma_hat") is None
     assert policy.threshold("collapse_step") is None
