@@ -347,12 +347,25 @@ def _validate_spill_dir(spill_dir: str | Path | None) -> Path | None:
 
 
 def _cached_memory_plan(cached, max_memory: int | None):
-    """The gradient path of a subspace file, which the check must keep."""
-    from .diagnostics.memory import MemoryPlan
+    """Return the gradient path of a subspace file, which the check must keep, within the memory limit.
+
+    The file's estimate covers the rows a check keeps, so a limit below it is an error: UsageError
+    for a --max-memory the user gave, EnvironmentFailure for the default share of the machine.
+    """
+    from .diagnostics.memory import MemoryPlan, format_size
+    from .errors import EnvironmentFailure
 
     limit = max_memory if max_memory is not None else int(0.8 * (_available_memory_bytes() or 20 * 2**30))
     width = cached.metadata.get("sketch_width")
-    return MemoryPlan(cached.metadata.get("path", "exact"), width, limit, int(cached.metadata.get("estimated_bytes", 0)))
+    estimated = int(cached.metadata.get("estimated_bytes", 0))
+    if estimated > limit:
+        error = UsageError if max_memory is not None else EnvironmentFailure
+        raise error(
+            f"--subspace {cached.path}: built for a run estimated at {format_size(estimated)}, above the memory "
+            f"limit of {format_size(limit)}; rebuild it with `riskgate subspace build --max-memory "
+            f"{format_size(limit).replace(' ', '')}` or raise --max-memory"
+        )
+    return MemoryPlan(cached.metadata.get("path", "exact"), width, limit, estimated)
 
 
 def _subspace_key(loaded_model, safety_sha256: str, scope, scoped_params, budget: Budget, seed: int,

@@ -154,3 +154,11 @@ def test_sketched_cache_reuses_the_same_sketch(tiny_checkpoint, inputs, tmp_path
         assert math.isclose(value, cached["checks"]["initial_orthogonality"][key], rel_tol=1e-9), key
     assert math.isclose(full["checks"]["curvature_coupling"]["gamma_hat"],
                         cached["checks"]["curvature_coupling"]["gamma_hat"], rel_tol=1e-9)
+
+
+def test_limit_below_the_file_estimate_is_rejected(tiny_checkpoint, inputs, built):
+    from riskgate.errors import UsageError
+
+    estimated = _check(tiny_checkpoint, inputs, subspace=built.path)["engine"]["estimated_bytes"]
+    with pytest.raises(UsageError, match="built for a run estimated at .* above the memory limit"):
+        _check(tiny_checkpoint, inputs, subspace=built.path, max_memory=estimated - 1)
