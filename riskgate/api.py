@@ -165,11 +165,11 @@ def _parse_device_map(device_map, offload_dir) -> tuple[str | dict | None, Path 
             mapping = json.loads(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(f"--device-map {path}: not a readable JSON file ({exc}); fix it") from None
-        if not isinstance(mapping, dict) or not all(
-            isinstance(key, str) and isinstance(value, (str, int)) and not isinstance(value, bool)
-            for key, value in mapping.items()
-        ):
-            raise UsageError(f"--device-map {path}: must map module names to devices (\"cpu\", \"disk\", 0, \"cuda:1\")")
+    if not isinstance(mapping, (str, dict)) or isinstance(mapping, dict) and not all(
+        isinstance(key, str) and isinstance(value, (str, int)) and not isinstance(value, bool)
+        for key, value in mapping.items()
+    ):
+        raise UsageError(f"--device-map {device_map}: must map module names to devices (\"cpu\", \"disk\", 0, \"cuda:1\")")
     if isinstance(mapping, dict):
         for module, device in mapping.items():
             _check_placement_device(module, device)
@@ -243,8 +243,8 @@ def _lora_section(lora, adapter, seed: int) -> dict | None:
     """Return the report's `lora` block: the adapter analysed in place of the base weights."""
     if lora is None:
         return None
-    return {**lora.to_dict(), "seed": seed, "modules_adapted": len(adapter.modules),
-            "modules": list(adapter.modules), "parameters": adapter.numel}
+    return {**lora.to_dict(), "seed": seed, "modules_targeted": adapter.modules_targeted,
+            "modules_adapted": len(adapter.modules), "modules": list(adapter.modules), "parameters": adapter.numel}
 
 
 def resolve_device(device: str, shard=None) -> str:

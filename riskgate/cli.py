@@ -59,6 +59,18 @@ def _parse_columns(values: tuple[str, ...], flag: str) -> dict[str, str] | None:
     return mapping
 
 
+def placement_options(command):
+    """Add --device-map and --offload-dir, which `check` and `subspace build` share, to `command`."""
+    command = click.option("--offload-dir", type=click.Path(path_type=Path), metavar="DIR",
+                           help="Folder for the weights of modules that --device-map sends to disk.")(command)
+    return click.option(
+        "--device-map", metavar="MAP",
+        help="Spread a model that does not fit one device with accelerate's big-model placement: "
+             "auto, balanced, balanced_low_0, sequential, or a JSON file mapping module names to "
+             "devices (\"cpu\", \"disk\", 0, \"cuda:1\"). Curvature then uses finite differences.",
+    )(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="riskgate")
 def main() -> None:
@@ -123,12 +135,7 @@ def main() -> None:
               help="Memory limit for the diagnostics, e.g. 16G: gradients stay exact when they fit "
                    "and are compressed by a CountSketch otherwise (the report states its error). "
                    "Default: 80% of the available memory.")
-@click.option("--device-map", metavar="MAP",
-              help="Spread a model that does not fit one device with accelerate's big-model placement: "
-                   "auto, balanced, balanced_low_0, sequential, or a JSON file mapping module names to "
-                   "devices (\"cpu\", \"disk\", 0, \"cuda:1\"). Curvature then uses finite differences.")
-@click.option("--offload-dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder for the weights of modules that --device-map sends to disk.")
+@placement_options
 @click.option("--spill-dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Folder on a disk with room for the gradient rows: when they do not fit --max-memory, "
                    "they stay exact in a memory-mapped file there (the streamed path) instead of being sketched.")
@@ -471,9 +478,7 @@ def subspace_group() -> None:
 @click.option("--max-memory", metavar="SIZE", help="Memory limit, e.g. 16G. Default: 80% of the available memory.")
 @click.option("--spill-dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Folder for exact gradient rows that do not fit --max-memory (the streamed path).")
-@click.option("--device-map", metavar="MAP", help="Big-model placement, as for `check --device-map`.")
-@click.option("--offload-dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder for the weights of modules that --device-map sends to disk.")
+@placement_options
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -126,15 +126,15 @@ def read_subspace(path: str | Path) -> CachedSafetySide:
 def check_matches(cached: CachedSafetySide, current: dict[str, Any], sequences) -> None:
     """Raise SubspaceError naming the first key where the file and the check's inputs differ."""
     for key in MATCHED_KEYS:
-        stored, wanted = cached.metadata.get(key), current.get(key)
-        if stored != wanted:
-            if isinstance(stored, dict) and isinstance(wanted, dict):
+        stored, expected = cached.metadata.get(key), current.get(key)
+        if stored != expected:
+            if isinstance(stored, dict) and isinstance(expected, dict):
                 # Name the first differing entry of a nested setting such as the LoRA adapter.
-                inner = next(k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k))
-                key, stored, wanted = f"{key}.{inner}", stored.get(inner), wanted.get(inner)
+                inner = next(k for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k))
+                key, stored, expected = f"{key}.{inner}", stored.get(inner), expected.get(inner)
             raise SubspaceError(
                 f"{cached.path}: {key} is {_short(stored)} in the subspace file but "
-                f"{_short(wanted)} for this check; rebuild it with `riskgate subspace build` "
+                f"{_short(expected)} for this check; rebuild it with `riskgate subspace build` "
                 "using the same model, safety data, --params, --max-seq-len, --max-safety-examples, --seed "
                 "and --lora-config"
             )

@@ -133,3 +133,8 @@ def test_bad_map_entries_are_named(setup, tmp_path, entry, message):
 def test_missing_map_file_is_not_found(setup, tmp_path):
     with pytest.raises(UsageError, match="missing.json: file not found"):
         _check(setup, device_map=tmp_path / "missing.json")
+
+
+def test_api_mapping_entries_are_checked(setup):
+    with pytest.raises(UsageError, match="must map module names to devices"):
+        _check(setup, device_map={"model.layers.0": True})

@@ -258,6 +258,7 @@ def test_check_reports_the_adapter(tiny_checkpoint, inputs):
 
     lora = report["lora"]
     assert lora["modules_adapted"] == 4  # q_proj and v_proj in each of 2 layers
+    assert lora["modules_targeted"] == 4
     assert lora["seed"] == 4
     assert report["model"]["parameters_analysed"] == lora["parameters"] == 2 * (2 * 8 + 8 * 2 + 2 * 8 + 4 * 2)
     assert all(".lora_" in name for name in report["model"]["scope_tensors"])
@@ -273,6 +274,7 @@ def test_params_restricts_the_adapted_modules(tiny_checkpoint, inputs):
                             params=["model.layers.1.*"], learning_rate=1e-3, max_steps=20, batch_size=2,
                             budget=BUDGET).report
     assert report["lora"]["modules"] == ["model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+    assert report["lora"]["modules_targeted"] == 4
 
 
 def test_subspace_of_another_adapter_is_rejected(tiny_checkpoint, inputs, tmp_path):
@@ -304,3 +306,31 @@ def test_cli_bad_lora_config_exits_with_input_error(tiny_checkpoint, inputs, tmp
     assert result.exit_code == ExitCode.INVALID_INPUT
     assert "matches no linear layer" in result.output
     assert "Traceback" not in result.output
+
+
+def test_gpt2_conv1d_factor_gradient():
+    """GPT-2's Conv1D stores W as (in, out): dL/dB = s (dL/dW)^T A^T, and the adapter starts at the base model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def build():
+        torch.manual_seed(0)
+        config = GPT2Config(vocab_size=259, n_positions=64, n_embd=8, n_layer=1, n_head=2)
+        return GPT2LMHeadModel(config).to(torch.float64).eval()
+
+    sequence = random_sequences(1, seed=8)[0]
+    base = build()
+    weight = "transformer.h.0.attn.c_attn.weight"
+    grad_w = torch.func.grad(lambda x: sequence_loss(base, [weight], x, sequence))(flat_parameters(base, [weight]))
+    grad_w = grad_w.view(8, 24)  # (in, out)
+
+    adapted = build()
+    adapter = attach_adapter(adapted, lora_plan_from_dict({"r": 2, "lora_alpha": 4, "target_modules": ["c_attn"]}),
+                             seed=0)
+    ids = torch.tensor([sequence.input_ids])
+    assert torch.equal(adapted(ids).logits, base(ids).logits)
+
+    names = list(adapter.parameter_names)
+    a = dict(adapted.named_parameters())[names[0]].detach()  # (r, in)
+    grads = torch.func.grad(lambda x: sequence_loss(adapted, names, x, sequence))(flat_parameters(adapted, names))
+    grad_b = grads[16:].view(24, 2)
+    torch.testing.assert_close(grad_b, 2.0 * grad_w.T @ a.T, rtol=1e-10, atol=1e-14)

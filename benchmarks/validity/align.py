@@ -45,7 +45,7 @@ class AlignRecipe:
     check_every: int = 25
     """Steps between refusal checks on the validation goals and benign validation prompts."""
     target_refusal: float = 0.85
-    """Refusal rate on the validation goals that the stop rule asks for (17 of 20 goals)."""
+    """Refusal rate on the validation goals that the stop rule requires (17 of 20 goals)."""
     max_benign_refusal: float = 0.1
     """Highest refusal rate on the benign validation prompts that the stop rule accepts (2 of 20)."""
     benign_per_refusal: float = 2.0

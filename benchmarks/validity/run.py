@@ -62,7 +62,7 @@ def quick_matrix() -> list[RunSpec]:
 def organism_profile(model, tokenizer, goals, benign_prompts, utility_chats, budgets: dict) -> dict:
     """Measure a model's refusals of the held-out goals, refusals of benign prompts and utility loss.
 
-    The `replies` entry holds (held-out refusal rate, goal replies, benign replies) for the caller.
+    The `replies` entry contains (held-out refusal rate, goal replies, benign replies) for the caller.
     """
     from benchmarks.validity.measure import encode_chats
     from benchmarks.validity.tail import Tail
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     aligned = organism_profile(model, tokenizer, goals, benign_prompts, splits.utility, budgets)
     refusal_before, replies_before, benign_before = aligned.pop("replies")
     del model
-    # The same measurements on the unaligned model, so the alignment's cost to benign answers is visible.
+    # The same measurements on the unaligned model show what the alignment costs benign replies.
     model, tokenizer = load_gguf_as_plain(locate_smollm2())
     base = organism_profile(model, tokenizer, goals, benign_prompts, splits.utility, budgets)
     base.pop("replies")

@@ -21,10 +21,12 @@ runs with the same seed analyse the same adapter. Dropout on the adapter input
 
 A config is PEFT's `adapter_config.json` (JSON) or the same keys in YAML. Keys read: `r`,
 `lora_alpha`, `target_modules`, `exclude_modules`, `layers_to_transform`, `layers_pattern`,
-`use_rslora`, `init_lora_weights` (true or "gaussian"), `rank_pattern`, `alpha_pattern`,
-`fan_in_fan_out`. Keys that shape the real run but that the diagnostics do not model are
-listed in the report (`lora_dropout`, `bias`, `modules_to_save`). DoRA and other
-initialisations (PiSSA, OLoRA, LoftQ) are rejected with a message.
+`use_rslora`, `init_lora_weights` (true or "gaussian"), `rank_pattern` and `alpha_pattern`.
+`fan_in_fan_out` is not read, because the weight layout follows from the module type (GPT-2's
+Conv1D stores its weight as in x out). Keys that shape the real run but that the diagnostics
+do not model are listed in the report (`lora_dropout`, `bias`, `modules_to_save`), and so are
+keys riskgate does not read. DoRA and other initialisations (PiSSA, OLoRA, LoftQ) are rejected
+with a message.
 """
 
 from __future__ import annotations
@@ -273,6 +275,8 @@ class AttachedAdapter:
 
     modules: tuple[str, ...]
     """Names of the adapted modules, in model order."""
+    modules_targeted: int
+    """Modules the config targets before --params narrows them; the difference is reported."""
     parameter_names: tuple[str, ...]
     """`<module>.lora_A.weight` and `<module>.lora_B.weight` for each adapted module."""
     numel: int
@@ -343,6 +347,7 @@ def attach_adapter(model: Any, plan: LoraPlan, *, seed: int, select=None) -> Att
     output_head = get_output() if callable(get_output) else None
     candidates = [(name, module) for name, module in model.named_modules()
                   if name and _linear_shape(module) is not None and _targeted(plan, name, output_head, module)]
+    targeted = len(candidates)
     if select is not None:
         candidates = [(name, module) for name, module in candidates if select(f"{name}.weight")]
     where = f"--lora-config {plan.source}"
@@ -377,6 +382,7 @@ def attach_adapter(model: Any, plan: LoraPlan, *, seed: int, select=None) -> Att
     table = dict(model.named_parameters())
     return AttachedAdapter(
         modules=tuple(name for name, _ in candidates),
+        modules_targeted=targeted,
         parameter_names=tuple(names),
         numel=sum(table[name].numel() for name in names),
     )
